@@ -1,0 +1,1 @@
+"""ACD queues as a Stasis app (see issue: ACD)."""

@@ -1,0 +1,1 @@
+"""Asterisk ARI (Stasis) applications: a runtime and one package per app."""

@@ -1,0 +1,1 @@
+"""Smoke app: answers, beeps, hangs up; proves SIP -> Kamailio -> Asterisk -> ARI works."""

@@ -1,0 +1,1 @@
+"""Routing service: regex routes from PostgreSQL decide every call Kamailio sees."""

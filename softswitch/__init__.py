@@ -1,0 +1,1 @@
+"""Shared core: settings, database, logs, metrics, the CLI and the local stack."""

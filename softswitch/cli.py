@@ -1,0 +1,229 @@
+"""The `softswitch` command: database, local stack, services and admin tools."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import signal
+import sys
+from typing import Annotated
+
+import psycopg
+import typer
+
+from softswitch import db, logs
+from softswitch.settings import MetricsSettings, Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+stack_app = typer.Typer(
+    no_args_is_help=True,
+    help="The local stack (PostgreSQL, RabbitMQ, and Asterisk + Kamailio in a Debian sid chroot).",
+)
+accounts_app = typer.Typer(no_args_is_help=True, help="SIP accounts (Kamailio subscriber table).")
+app.add_typer(db_app, name="db")
+app.add_typer(stack_app, name="stack")
+app.add_typer(accounts_app, name="accounts")
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ValueError as exc:
+        typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    logs.configure(settings.log)
+    return settings
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the schema (idempotent)."""
+    applied = db.upgrade(_settings().database)
+    typer.echo("\n".join(f"applied {name}" for name in applied) or "schema is up to date")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """List applied migrations and those still pending."""
+    settings = _settings()
+    applied = db.applied_migrations(settings.database)
+    done = {version for version, _, _ in applied}
+    for _, name, applied_at in applied:
+        typer.echo(f"{name} applied {applied_at}")
+    for migration in db.discover_migrations():
+        if migration.version not in done:
+            typer.echo(f"{migration.name} PENDING")
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Install what is missing and start every part; safe to run again."""
+    from softswitch.stack import stack
+
+    settings = stack.up(_settings())
+    _print_status(settings)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop only what `stack up` started."""
+    from softswitch.stack import stack
+
+    stopped = stack.down(_settings())
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show each part; exit code 1 when any part is down."""
+    if not _print_status(_settings()):
+        raise typer.Exit(1)
+
+
+def _print_status(settings: Settings) -> bool:
+    from softswitch.stack import stack
+
+    parts = stack.status(settings)
+    for part in parts:
+        typer.echo(f"{part.name:<11} {'up' if part.up else 'DOWN':<5} {part.detail}")
+    return all(part.up for part in parts)
+
+
+@app.command("ari")
+def ari(
+    apps: Annotated[
+        list[str] | None, typer.Option("--app", help="Stasis app to run (repeatable)")
+    ] = None,
+) -> None:
+    """Run the ARI (Stasis) apps until SIGTERM; reconnects when Asterisk restarts."""
+    settings = _settings()
+    _run_ari_apps(settings, apps or settings.ari.apps)
+
+
+def _run_ari_apps(settings: Settings, names: list[str]) -> None:
+    from ari_apps.registry import select_apps
+    from ari_apps.runtime import AriRuntime
+    from softswitch.metrics import start_metrics_server
+
+    try:
+        specs = select_apps(names)
+    except KeyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        metrics = await start_metrics_server(settings.metrics)
+        try:
+            await AriRuntime(settings.ari, specs).run(stop)
+        finally:
+            if metrics:
+                await metrics.cleanup()
+
+    asyncio.run(serve())
+
+
+DEMO_ACCOUNTS = ("1001", "1002", "1003")
+
+
+@app.command("demo")
+def demo() -> None:
+    """Seed demo accounts, print where to point a SIP phone, run our services (after stack up)."""
+    settings = _settings()
+    token = settings.asterisk.peer_token
+    if token is None:
+        typer.echo("no stack credentials: run `softswitch stack up` first", err=True)
+        raise typer.Exit(2)
+    domain = settings.kamailio.sip_domain
+    lines = []
+    for username in DEMO_ACCOUNTS:
+        # Stable per installation (derived from a stack secret), so a configured phone keeps
+        # working across demo runs, yet not guessable from the source.
+        password = hmac.new(
+            token.get_secret_value().encode(), username.encode(), "sha256"
+        ).hexdigest()[:12]
+        _upsert_account(settings, username, domain, password)
+        lines.append(f"    user {username}  password {password}")
+    if settings.metrics.port == 0:
+        settings = settings.model_copy(update={"metrics": MetricsSettings(port=9101)})
+    typer.echo(
+        "\n".join(
+            [
+                "Softswitch demo",
+                f"  Point a SIP phone at {settings.kamailio.sip_ip}:{settings.kamailio.sip_port}"
+                f" (UDP or TCP), domain/realm {domain}:",
+                *lines,
+                "  Dial another demo account to ring it; dial any other number to reach the"
+                f" '{settings.ari.apps[0]}' Stasis app (answers, beeps, hangs up).",
+                f"  Metrics: http://{settings.metrics.host}:{settings.metrics.port}/metrics",
+                "  Stop: Ctrl-C (our services); `softswitch stack down` (the stack).",
+            ]
+        )
+    )
+    _run_ari_apps(settings, settings.ari.apps)
+
+
+def ha1(username: str, domain: str, password: str) -> str:
+    """Digest HA1 as Kamailio auth_db stores it: md5(user:realm:password)."""
+    return hashlib.md5(f"{username}:{domain}:{password}".encode()).hexdigest()
+
+
+@accounts_app.command("add")
+def accounts_add(
+    username: str,
+    password: Annotated[str | None, typer.Option(help="generated when omitted")] = None,
+    domain: Annotated[str | None, typer.Option(help="defaults to the local SIP domain")] = None,
+) -> None:
+    """Create or re-key a SIP account; the password is stored only as HA1 hashes."""
+    settings = _settings()
+    domain = domain or settings.kamailio.sip_domain
+    password = password or secrets.token_urlsafe(12)
+    _upsert_account(settings, username, domain, password)
+    typer.echo(f"{username}@{domain} password {password}")
+
+
+def _upsert_account(settings: Settings, username: str, domain: str, password: str) -> None:
+    with psycopg.connect(settings.database.url) as conn:
+        try:
+            conn.execute(
+                "INSERT INTO subscriber (username, domain, ha1, ha1b) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (username, domain) DO UPDATE"
+                " SET ha1 = EXCLUDED.ha1, ha1b = EXCLUDED.ha1b",
+                (
+                    username,
+                    domain,
+                    ha1(username, domain, password),
+                    ha1(f"{username}@{domain}", domain, password),
+                ),
+            )
+        except psycopg.errors.CheckViolation as exc:
+            typer.echo(f"refused: {exc.diag.constraint_name}: {exc.diag.message_primary}", err=True)
+            raise typer.Exit(2) from exc
+
+
+@accounts_app.command("list")
+def accounts_list() -> None:
+    """Accounts with their registered contacts."""
+    settings = _settings()
+    with psycopg.connect(settings.database.url) as conn:
+        rows = conn.execute(
+            "SELECT s.username, s.domain, coalesce(string_agg(l.contact, ' '), '-')"
+            " FROM subscriber s LEFT JOIN location l"
+            " ON l.username = s.username AND l.domain = s.domain"
+            " GROUP BY s.username, s.domain ORDER BY s.domain, s.username"
+        ).fetchall()
+    for username, domain, contacts in rows:
+        typer.echo(f"{username}@{domain}  {contacts}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

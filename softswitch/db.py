@@ -1,0 +1,114 @@
+"""The database schema and its migration runner.
+
+Migrations are plain SQL files in ``sql/migrations`` named ``NNNN_what.sql`` so admins can read
+exactly what the schema is. Each runs once, in its own transaction, under an advisory lock so
+two ``softswitch db upgrade`` at once cannot interleave; an applied file whose text changed is
+refused (an applied migration is history: write a new one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from softswitch.settings import DatabaseSettings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql" / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# Any constant works; it only has to be the same for every softswitch process.
+_MIGRATION_LOCK_KEY = 0x50F75A17
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path.name}: migration files are named NNNN_lowercase_words.sql")
+        migrations.append(Migration(int(match.group(1)), path.stem, path.read_text()))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migrations share a version number: {versions}")
+    return migrations
+
+
+def pending_migrations(available: list[Migration], applied: dict[int, str]) -> list[Migration]:
+    """Migrations still to run, after checking that applied ones were not edited."""
+    by_version = {m.version: m for m in available}
+    for version, checksum in applied.items():
+        known = by_version.get(version)
+        if known is None:
+            raise MigrationError(
+                f"the database has migration {version:04d} that this release does not know:"
+                " it is newer than this code"
+            )
+        if known.checksum != checksum:
+            raise MigrationError(
+                f"migration {known.name} changed after it was applied; write a new migration"
+            )
+    return [m for m in available if m.version not in applied]
+
+
+_CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migration (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    checksum    text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE schema_migration IS
+    'Migrations applied by softswitch db upgrade; never edit by hand';
+"""
+
+
+def upgrade(settings: DatabaseSettings, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Bring the schema up to date; returns the names of the migrations applied now."""
+    available = discover_migrations(directory)
+    applied_now: list[str] = []
+    with psycopg.connect(settings.url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(_CREATE_LEDGER)
+            rows = conn.execute("SELECT version, checksum FROM schema_migration").fetchall()
+            for migration in pending_migrations(available, dict(rows)):
+                with conn.transaction():
+                    conn.execute(migration.sql)
+                    conn.execute(
+                        "INSERT INTO schema_migration (version, name, checksum)"
+                        " VALUES (%s, %s, %s)",
+                        (migration.version, migration.name, migration.checksum),
+                    )
+                applied_now.append(migration.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
+    return applied_now
+
+
+def applied_migrations(settings: DatabaseSettings) -> list[tuple[int, str, str]]:
+    with psycopg.connect(settings.url) as conn:
+        exists = conn.execute("SELECT to_regclass('schema_migration') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return []
+        rows = conn.execute(
+            "SELECT version, name, applied_at::text FROM schema_migration ORDER BY version"
+        ).fetchall()
+    return [(int(v), str(n), str(t)) for v, n, t in rows]
