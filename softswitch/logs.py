@@ -67,7 +67,7 @@ def configure(settings: LogSettings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
     # aioari logs every URL, and ARI credentials travel in the URL (api_key=...).
-    for noisy in ("aioari", "aioswagger11", "aiohttp.access"):
+    for noisy in ("aioari", "aioswagger11", "aiohttp.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -1,0 +1,5 @@
+"""`python -m softswitch` is the `softswitch` command."""
+
+from softswitch.cli import main
+
+main()
