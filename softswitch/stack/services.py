@@ -39,7 +39,7 @@ ASTERISK = ChrootService(
     name="asterisk",
     binary="asterisk",
     command=("/usr/sbin/asterisk", "-f", "-C", f"{ASTERISK_ETC_DIR}/asterisk.conf"),
-    run_dirs=("/var/run/asterisk", "/var/log/asterisk", "/var/spool/asterisk"),
+    run_dirs=("/var/run/asterisk", "/var/log/asterisk", "/var/spool/asterisk", "/var/lib/asterisk"),
 )
 KAMAILIO = ChrootService(
     name="kamailio",

@@ -6,6 +6,8 @@ import csv
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,44 @@ def free_udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _command(
+    scenario: str, *, port: int, calls: int, timeout_s: int, workdir: Path, prefix: str
+) -> list[str]:
+    """``scenario`` is a file in scenarios/ or ``builtin:<name>`` (sipp -sn)."""
+    source = (
+        ["-sn", scenario.removeprefix("builtin:")]
+        if scenario.startswith("builtin:")
+        else ["-sf", str(SCENARIOS / scenario)]
+    )
+    return [
+        "sipp", *source,
+        "-i", "127.0.0.1",
+        "-mi", "127.0.0.1",
+        "-p", str(port),
+        "-m", str(calls),
+        "-cid_str", f"{prefix}-%u@%s",
+        "-timeout", f"{timeout_s}s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_stat", "-stf", str(workdir / f"{prefix}.csv"),
+        "-trace_err", "-error_file", str(workdir / f"{prefix}-errors.log"),
+    ]  # fmt: skip
+
+
+def _result(exit_code: int, output: str, workdir: Path, prefix: str) -> SippResult:
+    successful = failed = 0
+    stats = workdir / f"{prefix}.csv"
+    if stats.is_file():
+        rows = list(csv.DictReader(stats.open(), delimiter=";"))
+        if rows:
+            successful = int(rows[-1]["SuccessfulCall(C)"])
+            failed = int(rows[-1]["FailedCall(C)"])
+    errors = workdir / f"{prefix}-errors.log"
+    if errors.is_file():
+        output += errors.read_text()[-3000:]
+    return SippResult(exit_code, successful, failed, prefix, output)
+
+
 def run_sipp(
     scenario: str,
     target: str,
@@ -43,35 +83,61 @@ def run_sipp(
 ) -> SippResult:
     """One sipp client run to completion; never left running (sipp -timeout plus our own)."""
     prefix = f"e2e-{uuid.uuid4().hex[:12]}"
-    stats = workdir / f"{prefix}.csv"
-    command = [
-        "sipp", target,
-        "-sf", str(SCENARIOS / scenario),
-        "-s", service,
-        "-i", "127.0.0.1",
-        "-mi", "127.0.0.1",
-        "-p", str(free_udp_port()),
-        "-m", str(calls),
-        "-r", str(rate),
-        "-cid_str", f"{prefix}-%u@%s",
-        "-timeout", f"{timeout_s}s",
-        "-timeout_error",
-        "-nostdin",
-        "-trace_stat", "-stf", str(stats),
-        "-trace_err", "-error_file", str(workdir / f"{prefix}-errors.log"),
-        *extra,
-    ]  # fmt: skip
-    completed = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout_s + 15, cwd=workdir, check=False
+    command = _command(
+        scenario,
+        port=free_udp_port(),
+        calls=calls,
+        timeout_s=timeout_s,
+        workdir=workdir,
+        prefix=prefix,
     )
-    successful = failed = 0
-    if stats.is_file():
-        rows = list(csv.DictReader(stats.open(), delimiter=";"))
-        if rows:
-            successful = int(rows[-1]["SuccessfulCall(C)"])
-            failed = int(rows[-1]["FailedCall(C)"])
-    errors = workdir / f"{prefix}-errors.log"
+    completed = subprocess.run(
+        [*command, target, "-s", service, "-r", str(rate), *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 15,
+        cwd=workdir,
+        check=False,
+    )
     output = completed.stdout[-3000:] + completed.stderr[-3000:]
-    if errors.is_file():
-        output += errors.read_text()[-3000:]
-    return SippResult(completed.returncode, successful, failed, prefix, output)
+    return _result(completed.returncode, output, workdir, prefix)
+
+
+@dataclass
+class SippServer:
+    port: int
+    process: subprocess.Popen[str]
+    workdir: Path
+    prefix: str
+
+    def result(self, timeout_s: float = 20) -> SippResult:
+        """Wait for the server to finish its calls (it exits after -m calls)."""
+        try:
+            stdout, stderr = self.process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            stdout, stderr = self.process.communicate()
+        return _result(
+            self.process.returncode, stdout[-3000:] + stderr[-3000:], self.workdir, self.prefix
+        )
+
+
+@contextmanager
+def sipp_server(
+    scenario: str, *, workdir: Path, calls: int = 1, timeout_s: int = 30
+) -> Iterator[SippServer]:
+    """A sipp UAS on a free loopback port; killed on exit if still running."""
+    prefix = f"uas-{uuid.uuid4().hex[:12]}"
+    port = free_udp_port()
+    command = _command(
+        scenario, port=port, calls=calls, timeout_s=timeout_s, workdir=workdir, prefix=prefix
+    )
+    process = subprocess.Popen(
+        command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        yield SippServer(port, process, workdir, prefix)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
