@@ -78,6 +78,23 @@ class AsteriskSettings(BaseModel):
     rtp_end: int = Field(default=10999, ge=1024, le=65535)
 
 
+class RoutingSettings(BaseModel):
+    """The routing service Kamailio asks for every new call."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=1, le=65535)
+    # How long Kamailio waits for an answer before its fallback (503 or fallback_uri).
+    kamailio_timeout_ms: int = Field(default=300, ge=10, le=10_000)
+    fallback_uri: str = ""
+    max_chain: int = Field(default=10, ge=1, le=100)
+    reload_debounce_seconds: float = Field(default=0.05, ge=0, le=10)
+    emit_decided_events: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/route"
+
+
 class StackSettings(BaseModel):
     """Where the local stack (sid chroot with Asterisk and Kamailio) lives."""
 
@@ -113,6 +130,7 @@ class Settings(BaseSettings):
     ami: AmiSettings = AmiSettings()
     kamailio: KamailioSettings = KamailioSettings()
     asterisk: AsteriskSettings = AsteriskSettings()
+    routing: RoutingSettings = RoutingSettings()
     stack: StackSettings = StackSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()

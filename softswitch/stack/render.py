@@ -92,5 +92,8 @@ def template_values(settings: Settings) -> dict[str, str]:
         "ASTERISK_LIB_DIR": "/var/lib/asterisk",
         "ASTERISK_RTP_START": str(settings.asterisk.rtp_start),
         "ASTERISK_RTP_END": str(settings.asterisk.rtp_end),
+        "ROUTING_URL": settings.routing.url,
+        "ROUTING_TIMEOUT_MS": str(settings.routing.kamailio_timeout_ms),
+        "ROUTING_FALLBACK_URI": settings.routing.fallback_uri,
         "DEFAULT_STASIS_APP": settings.ari.apps[0] if settings.ari.apps else "smoke",
     }
