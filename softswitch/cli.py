@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import secrets
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 import psycopg
@@ -23,9 +26,11 @@ stack_app = typer.Typer(
     help="The local stack (PostgreSQL, RabbitMQ, and Asterisk + Kamailio in a Debian sid chroot).",
 )
 accounts_app = typer.Typer(no_args_is_help=True, help="SIP accounts (Kamailio subscriber table).")
+routes_app = typer.Typer(no_args_is_help=True, help="Call routes (table route): JSON in and out.")
 app.add_typer(db_app, name="db")
 app.add_typer(stack_app, name="stack")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(routes_app, name="routes")
 
 
 def _settings() -> Settings:
@@ -103,6 +108,143 @@ def ari(
     _run_ari_apps(settings, apps or settings.ari.apps)
 
 
+def _serve_until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a service coroutine until SIGTERM or SIGINT sets its stop event."""
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run(stop)
+
+    asyncio.run(serve())
+
+
+@app.command("routing")
+def routing_service() -> None:
+    """Run the routing service Kamailio asks for every new call (until SIGTERM)."""
+    from routing.app import build
+
+    settings = _settings()
+    _serve_until_signal(build(settings).run)
+
+
+@routes_app.command("import")
+def routes_import(
+    file: Annotated[typer.FileText, typer.Argument(help="JSON list of routes ('-' = stdin)")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show the diff")] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="delete routes that are not in the file")
+    ] = False,
+) -> None:
+    """Validate every route, then write all of them in one transaction (or none)."""
+    from routing.store import apply_import, current_routes, parse_route_file, plan_import
+
+    settings = _settings()
+    specs, errors = parse_route_file(file.read())
+    if errors:
+        for error in errors:
+            typer.echo(f"error: {error}", err=True)
+        typer.echo(f"{len(errors)} error(s); nothing imported", err=True)
+        raise typer.Exit(1)
+    with psycopg.connect(settings.database.url) as conn:
+        if dry_run:
+            plan = plan_import(current_routes(conn), specs, replace=replace)
+        else:
+            plan = apply_import(conn, specs, replace=replace)
+    for label, names in (("+", plan.added), ("~", plan.changed), ("-", plan.removed)):
+        for name in names:
+            typer.echo(f"{label} {name}")
+    verb = "would change" if dry_run else "changed"
+    typer.echo(
+        f"{verb}: {len(plan.added)} added, {len(plan.changed)} changed,"
+        f" {len(plan.removed)} removed, {len(plan.unchanged)} unchanged"
+    )
+
+
+@routes_app.command("export")
+def routes_export() -> None:
+    """Print every route as the JSON `routes import` reads (export then import is a no-op)."""
+    from routing.store import export_specs, spec_to_json
+
+    settings = _settings()
+    with psycopg.connect(settings.database.url) as conn:
+        try:
+            specs = export_specs(conn)
+        except ValueError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from exc
+    typer.echo(json.dumps([spec_to_json(spec) for spec in specs], indent=2, ensure_ascii=False))
+
+
+@routes_app.command("test")
+def routes_test(
+    caller: Annotated[str, typer.Option(help="caller number (From user)")],
+    callee: Annotated[str, typer.Option(help="callee number (Request-URI user)")],
+    caller_host: Annotated[str, typer.Option(help="caller host (From domain)")] = "",
+    callee_host: Annotated[str, typer.Option(help="callee host (Request-URI domain)")] = "",
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            help="decide as at this ISO time (default now; naive = UTC)",
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"],
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+) -> None:
+    """Decide one call against the routes in PostgreSQL, exactly as the service would."""
+    from routing.engine import decide
+    from routing.models import CallRequest
+    from routing.store import fetch_rows, validate_rows
+    from routing.table import RouteTable
+
+    settings = _settings()
+    with psycopg.connect(settings.database.url) as conn:
+        loaded = validate_rows(fetch_rows(conn))
+    for route_id, name, reason in loaded.bad:
+        typer.echo(f"warning: route id {route_id} {name!r} skipped: {reason}", err=True)
+    moment = at or datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    decision = decide(
+        CallRequest(caller=caller, caller_host=caller_host, callee=callee, callee_host=callee_host),
+        RouteTable.compile(loaded.good),
+        moment,
+        max_chain=settings.routing.max_chain,
+    )
+    if as_json:
+        typer.echo(decision.model_dump_json())
+        return
+    typer.echo(f"route:  {decision.route or '(none)'}  chain: {' -> '.join(decision.chain) or '-'}")
+    typer.echo(f"action: {decision.action}  caller {decision.caller}  callee {decision.callee}")
+    if decision.destinations:
+        mode = "parallel" if decision.parallel else "in order"
+        typer.echo(f"to ({mode}): {', '.join(decision.destinations)}")
+    if decision.app:
+        typer.echo(f"app: {decision.app} {' '.join(decision.app_args)}")
+    if decision.reject:
+        typer.echo(f"reject: {decision.reject.code} {decision.reject.reason}")
+    if decision.flags:
+        typer.echo(f"flags: {', '.join(decision.flags)}")
+
+
+@routes_app.command("errors")
+def routes_errors() -> None:
+    """Routes the running service skipped at its last load, with the reason."""
+    settings = _settings()
+    with psycopg.connect(settings.database.url) as conn:
+        rows = conn.execute(
+            "SELECT route_id, route_name, reason, seen_at::text FROM route_load_error"
+            " ORDER BY route_id"
+        ).fetchall()
+    for route_id, name, reason, seen_at in rows:
+        typer.echo(f"route id {route_id} {name!r}: {reason} (since {seen_at})")
+    if rows:
+        raise typer.Exit(1)
+    typer.echo("no skipped routes")
+
+
 def _run_ari_apps(settings: Settings, names: list[str]) -> None:
     from ari_apps.registry import select_apps
     from ari_apps.runtime import AriRuntime
@@ -114,11 +256,7 @@ def _run_ari_apps(settings: Settings, names: list[str]) -> None:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
 
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+    async def run(stop: asyncio.Event) -> None:
         metrics = await start_metrics_server(settings.metrics)
         try:
             await AriRuntime(settings.ari, specs).run(stop)
@@ -126,7 +264,7 @@ def _run_ari_apps(settings: Settings, names: list[str]) -> None:
             if metrics:
                 await metrics.cleanup()
 
-    asyncio.run(serve())
+    _serve_until_signal(run)
 
 
 DEMO_ACCOUNTS = ("1001", "1002", "1003")

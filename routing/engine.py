@@ -1,0 +1,134 @@
+"""Deciding one call: a pure function of the call, the compiled table and the time.
+
+Routes are tried in (priority, id) order; the first whose masks all match (and whose schedule
+is open) decides. Rewrites apply with the groups of the matching masks. A ``next`` route
+applies its rewrites and flags and matching goes on with the routes after it, using the
+rewritten numbers; positions only grow, so a chain cannot loop, and ``max_chain`` bounds
+its length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from routing.models import CallRequest, Decision, Reject, RouteSpec
+from routing.table import CompiledRoute, RouteTable
+
+NOT_FOUND = Reject(code=404, reason="Not Found")
+CHAIN_TOO_LONG = Reject(code=482, reason="Route Chain Too Long")
+
+Candidates = Callable[[RouteTable, str, str], Iterable[int]]
+
+
+def indexed_candidates(table: RouteTable, caller: str, callee: str) -> Iterable[int]:
+    return table.candidates(caller, callee)
+
+
+def every_route(table: RouteTable, caller: str, callee: str) -> Iterable[int]:
+    """The naive reference: every route in order. Same decisions, linear cost."""
+    return range(len(table.routes))
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    route: CompiledRoute
+    caller_match: Any
+    callee_match: Any
+
+
+def _first_match(
+    table: RouteTable,
+    call: CallRequest,
+    caller: str,
+    callee: str,
+    now: datetime,
+    after: int,
+    candidates: Candidates,
+) -> _Hit | None:
+    for position in candidates(table, caller, callee):
+        if position <= after:
+            continue
+        route = table.routes[position]
+        found = route.match(caller, call.caller_host, callee, call.callee_host, now)
+        if found is not None:
+            return _Hit(route, *found)
+    return None
+
+
+def _rewrite(template: str, match: Any, number: str) -> str:
+    return str(match.expand(template)) if template else number
+
+
+def decide(
+    call: CallRequest,
+    table: RouteTable,
+    now: datetime,
+    *,
+    max_chain: int = 10,
+    candidates: Candidates = indexed_candidates,
+) -> Decision:
+    caller, callee = call.caller, call.callee
+    chain: list[str] = []
+    flags: dict[str, None] = {}
+    after = -1
+    while True:
+        hit = _first_match(table, call, caller, callee, now, after, candidates)
+        if hit is None:
+            return _reject(chain, caller, callee, flags, NOT_FOUND, route=None)
+        spec: RouteSpec = hit.route.spec
+        chain.append(spec.name)
+        flags.update(dict.fromkeys(spec.flags))
+        caller = _rewrite(spec.rewrite.caller, hit.caller_match, caller)
+        callee = _rewrite(spec.rewrite.callee, hit.callee_match, callee)
+        if spec.action != "next":
+            break
+        if len(chain) >= max_chain:
+            return _reject(chain, caller, callee, flags, CHAIN_TOO_LONG, route=spec.name)
+        after = hit.route.position
+
+    if spec.action == "reject":
+        assert spec.reject is not None  # guaranteed by RouteSpec validation
+        return _reject(chain, caller, callee, flags, spec.reject, route=spec.name)
+    return Decision(
+        route=spec.name,
+        chain=chain,
+        action=spec.action,
+        caller=caller,
+        callee=callee,
+        destinations=[destination_uri(uri, callee) for uri in spec.destinations],
+        parallel=spec.parallel,
+        app=spec.app if spec.action == "app" else None,
+        app_args=list(spec.app_args),
+        flags=list(flags),
+    )
+
+
+def _reject(
+    chain: list[str],
+    caller: str,
+    callee: str,
+    flags: dict[str, None],
+    reject: Reject,
+    *,
+    route: str | None,
+) -> Decision:
+    return Decision(
+        route=route,
+        chain=chain,
+        action="reject",
+        caller=caller,
+        callee=callee,
+        reject=reject,
+        flags=list(flags),
+    )
+
+
+def destination_uri(uri: str, callee: str) -> str:
+    """A destination without a user part (``sip:gw:5060``) carries the (rewritten) callee."""
+    scheme, _, rest = uri.partition(":")
+    if "@" in rest.split(";", 1)[0]:
+        return uri
+    return f"{scheme}:{callee}@{rest}"

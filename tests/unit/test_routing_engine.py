@@ -1,0 +1,221 @@
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from routing.engine import decide, destination_uri, every_route
+from routing.models import CallRequest, RouteSpec
+from routing.table import RouteTable, literal_prefix
+
+pytestmark = pytest.mark.unit
+MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def route(name: str, **fields: Any) -> RouteSpec:
+    fields.setdefault("action", "relay")
+    if fields["action"] == "relay":
+        fields.setdefault("destinations", ["sip:gw.example:5060"])
+    return RouteSpec.model_validate({"name": name, **fields})
+
+
+def table(*specs: RouteSpec) -> RouteTable:
+    return RouteTable.compile([(i + 1, spec) for i, spec in enumerate(specs)])
+
+
+def call(callee: str, caller: str = "74951110000", **hosts: str) -> CallRequest:
+    return CallRequest(caller=caller, callee=callee, **hosts)
+
+
+def test_first_match_by_priority_then_id_wins() -> None:
+    routes = table(
+        route("late", priority=20, match={"callee": "^7"}),
+        route("tie-first-id", priority=10, match={"callee": "^79"}),
+        route("tie-second-id", priority=10, match={"callee": "^7"}),
+    )
+    assert decide(call("79161234567"), routes, MONDAY_NOON).route == "tie-first-id"
+    assert decide(call("74951234567"), routes, MONDAY_NOON).route == "tie-second-id"
+
+
+def test_rewrite_uses_groups_of_the_matching_mask_and_fills_the_destination() -> None:
+    routes = table(
+        route(
+            "8 to 7",
+            match={"callee": r"^8(\d{10})$", "caller": r"^(\d+)$"},
+            rewrite={"callee": r"7\1", "caller": r"+\1"},
+        )
+    )
+    decision = decide(call("89161234567", caller="74951110000"), routes, MONDAY_NOON)
+    assert decision.callee == "79161234567"
+    assert decision.caller == "+74951110000"
+    assert decision.destinations == ["sip:79161234567@gw.example:5060"]
+
+
+def test_all_four_masks_must_match() -> None:
+    routes = table(
+        route(
+            "from trunk",
+            match={"caller_host": r"^trunk\.example$", "callee_host": "^sbc"},
+        )
+    )
+    assert (
+        decide(
+            call("1", caller_host="trunk.example", callee_host="sbc1"), routes, MONDAY_NOON
+        ).route
+        == "from trunk"
+    )
+    miss = decide(call("1", caller_host="other", callee_host="sbc1"), routes, MONDAY_NOON)
+    assert (miss.action, miss.reject.code if miss.reject else None) == ("reject", 404)
+
+
+def test_next_chain_rewrites_and_continues_after_itself_with_the_new_number() -> None:
+    routes = table(
+        route(
+            "strip 8",
+            priority=1,
+            action="next",
+            match={"callee": r"^8(\d+)$"},
+            rewrite={"callee": r"7\1"},
+            flags=["record"],
+        ),
+        route("local 8", priority=2, match={"callee": "^8"}),  # skipped: number is now 7...
+        route("mobile", priority=3, match={"callee": "^79"}, flags=["nat"]),
+    )
+    decision = decide(call("89161234567"), routes, MONDAY_NOON)
+    assert decision.chain == ["strip 8", "mobile"]
+    assert decision.route == "mobile"
+    assert decision.callee == "79161234567"
+    assert decision.flags == ["record", "nat"]
+
+
+def test_next_never_revisits_earlier_routes_and_long_chains_are_cut() -> None:
+    chain = [route(f"hop{i}", priority=i, action="next", match={"callee": "^1"}) for i in range(5)]
+    decision = decide(call("123"), table(*chain), MONDAY_NOON, max_chain=3)
+    assert decision.chain == ["hop0", "hop1", "hop2"]
+    assert decision.reject is not None and decision.reject.code == 482
+    unbounded = decide(call("123"), table(*chain), MONDAY_NOON, max_chain=10)
+    assert unbounded.chain == [f"hop{i}" for i in range(5)]
+    assert unbounded.reject is not None and unbounded.reject.code == 404
+
+
+def test_app_and_reject_actions() -> None:
+    routes = table(
+        route("queue", match={"callee": "^100$"}, action="app", app="acd", app_args=["7", "vip"]),
+        route(
+            "barred",
+            match={"callee": "^0"},
+            action="reject",
+            reject={"code": 403, "reason": "Barred"},
+        ),
+    )
+    app = decide(call("100"), routes, MONDAY_NOON)
+    assert (app.action, app.app, app.app_args) == ("app", "acd", ["7", "vip"])
+    barred = decide(call("0123"), routes, MONDAY_NOON)
+    assert barred.reject is not None and (barred.reject.code, barred.reject.reason) == (
+        403,
+        "Barred",
+    )
+
+
+def test_disabled_and_closed_routes_do_not_match() -> None:
+    office_hours = {
+        "timezone": "Europe/Moscow",
+        "windows": [
+            {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "18:00"}
+        ],
+    }
+    routes = table(
+        route("disabled", enabled=False),
+        route("office", schedule=office_hours, priority=5),
+        route("after hours", priority=6, action="app", app="voicemail"),
+    )
+    assert decide(call("1"), routes, MONDAY_NOON).route == "office"  # 15:00 in Moscow
+    evening = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)  # 19:00 in Moscow
+    assert decide(call("1"), routes, evening).route == "after hours"
+
+
+def test_destination_with_a_user_part_is_used_as_is() -> None:
+    assert destination_uri("sip:1001@pbx.local", "555") == "sip:1001@pbx.local"
+    assert destination_uri("sips:gw:5061;transport=tls", "555") == "sips:555@gw:5061;transport=tls"
+
+
+@pytest.mark.parametrize(
+    ("mask", "prefix"),
+    [
+        (r"^7495\d{7}$", "7495"),
+        (r"^\+7(\d+)", "+7"),
+        ("^79?1", "7"),  # 9 is optional
+        ("^12*", "1"),
+        ("^12+", "12"),
+        ("^1{2}", ""),
+        ("^(112|01)$", ""),
+        ("^1|2", ""),  # top-level alternation: anchored only on one side
+        ("7495", ""),  # unanchored: may match anywhere
+        (r"^8\d", "8"),
+        ("^a[bc]", "a"),
+        ("", ""),
+    ],
+)
+def test_literal_prefix_is_conservative(mask: str, prefix: str) -> None:
+    assert literal_prefix(mask) == prefix
+
+
+# Property: the indexed engine decides exactly like a naive in-order scan.
+
+digits = st.text(alphabet="0123", min_size=0, max_size=7)
+masks = st.one_of(
+    st.just(""),
+    digits.map(lambda d: f"^{d}"),
+    digits.map(lambda d: f"^{d}$"),
+    digits.map(lambda d: f"^{d}(\\d*)$"),
+    digits.map(lambda d: f"^{d}1?2"),
+    digits.map(lambda d: f"^{d}+3"),
+    digits.map(lambda d: d),
+    st.tuples(digits, digits).map(lambda ab: f"^({ab[0]}|{ab[1]})"),
+    st.tuples(digits, digits).map(lambda ab: f"^{ab[0]}|{ab[1]}$"),
+)
+
+
+@st.composite
+def route_specs(draw: st.DrawFn, index: int) -> RouteSpec:
+    action = draw(st.sampled_from(["relay", "app", "reject", "next", "next"]))
+    callee_mask = draw(masks)
+    rewrite = {}
+    if callee_mask.endswith("(\\d*)$") and draw(st.booleans()):
+        rewrite["callee"] = draw(digits) + r"\1"
+    fields: dict[str, Any] = {
+        "name": f"r{index}",
+        "priority": draw(st.integers(0, 5)),
+        "enabled": draw(st.booleans()) or True,
+        "match": {"callee": callee_mask, "caller": draw(masks)},
+        "rewrite": rewrite,
+        "action": action,
+        "flags": draw(st.lists(st.sampled_from(["record", "nat"]), max_size=2)),
+    }
+    if action == "relay":
+        fields["destinations"] = ["sip:gw:5060"]
+    elif action == "app":
+        fields["app"] = "acd"
+    elif action == "reject":
+        fields["reject"] = {"code": 403, "reason": "No"}
+    return RouteSpec.model_validate(fields)
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> list[RouteSpec]:
+    size = draw(st.integers(0, 25))
+    return [draw(route_specs(i)) for i in range(size)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(specs=tables(), calls=st.lists(st.tuples(digits, digits), min_size=1, max_size=8))
+def test_indexed_engine_decides_exactly_like_a_naive_scan(
+    specs: list[RouteSpec], calls: list[tuple[str, str]]
+) -> None:
+    compiled = table(*specs)
+    for caller, callee in calls:
+        request = call(callee, caller=caller)
+        fast = decide(request, compiled, MONDAY_NOON, max_chain=4)
+        naive = decide(request, compiled, MONDAY_NOON, max_chain=4, candidates=every_route)
+        assert fast == naive
