@@ -42,7 +42,7 @@ def compile_mask(pattern: str) -> Any:
         return re2.compile(pattern, _RE2_OPTIONS)
     except re2.error as exc:
         reason = exc.args[0].decode() if isinstance(exc.args[0], bytes) else str(exc.args[0])
-        raise ValueError(f"RE2 cannot compile {pattern!r}: {reason}") from None
+        raise ValueError(f"RE2 cannot compile '{pattern}': {reason}") from None
 
 
 def check_rewrite(template: str, mask: str, mask_field: str) -> None:
@@ -55,13 +55,13 @@ def check_rewrite(template: str, mask: str, mask_field: str) -> None:
     for number, name in _GROUP_REF.findall(template):
         if number and int(number) > groups:
             raise ValueError(
-                f"rewrite {template!r} uses group \\{number} but {mask_field} {mask!r}"
+                f"rewrite '{template}' uses group \\{number} but {mask_field} '{mask}'"
                 f" has {groups} group(s)"
             )
         if name and not name.isdigit() and name not in names:
-            raise ValueError(f"rewrite {template!r} uses group {name!r} missing in {mask_field}")
+            raise ValueError(f"rewrite '{template}' uses group '{name}' missing in {mask_field}")
         if name.isdigit() and int(name) > groups:
-            raise ValueError(f"rewrite {template!r} uses group {name} beyond {mask_field}")
+            raise ValueError(f"rewrite '{template}' uses group {name} beyond {mask_field}")
 
 
 class _Strict(BaseModel):

@@ -152,7 +152,15 @@ def routes_import(
         if dry_run:
             plan = plan_import(current_routes(conn), specs, replace=replace)
         else:
-            plan = apply_import(conn, specs, replace=replace)
+            try:
+                plan = apply_import(conn, specs, replace=replace)
+            except psycopg.errors.IntegrityError as exc:
+                typer.echo(
+                    f"refused by the database ({exc.diag.constraint_name}):"
+                    f" {exc.diag.message_primary}; nothing imported",
+                    err=True,
+                )
+                raise typer.Exit(1) from exc
     for label, names in (("+", plan.added), ("~", plan.changed), ("-", plan.removed)):
         for name in names:
             typer.echo(f"{label} {name}")

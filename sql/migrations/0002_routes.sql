@@ -34,8 +34,9 @@ CREATE TABLE route (
         CHECK (action <> 'relay' OR cardinality(destinations) > 0),
     CONSTRAINT route_destinations_only_for_relay
         CHECK (action = 'relay' OR (cardinality(destinations) = 0 AND NOT parallel)),
-    CONSTRAINT route_destinations_are_sip_uris
-        CHECK (array_to_string(destinations, ' ') !~ '(^| )(?!sips?:)'),
+    CONSTRAINT route_destinations_are_sip_uris CHECK (
+        cardinality(destinations) = 0
+        OR array_to_string(destinations, ' ') ~ '^sips?:\S+( sips?:\S+)*$'),
     CONSTRAINT route_app_named CHECK ((action = 'app') = (app <> '')),
     CONSTRAINT route_app_args_only_for_app CHECK (action = 'app' OR cardinality(app_args) = 0),
     CONSTRAINT route_reject_complete CHECK (
