@@ -27,8 +27,9 @@ RouteAction = Literal["relay", "app", "reject", "next"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # errors are reported to the admin, not to stderr
+RE2_OPTIONS = re2.Options()
+RE2_OPTIONS.log_errors = False  # errors are reported to the admin, not to stderr
+RE2_OPTIONS.max_mem = 64 << 20
 # sip:/sips: URI with a host part; user part, port and parameters optional.
 _SIP_URI = re.compile(r"^sips?:([^@\s;]+@)?[A-Za-z0-9.\-\[\]:]+(;[^\s]*)?$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -39,7 +40,7 @@ _GROUP_REF = re.compile(r"\\(\d+)|\\g<(\w+)>")
 def compile_mask(pattern: str) -> Any:
     """An RE2 regexp (linear time whatever the admin wrote); ValueError with RE2's reason."""
     try:
-        return re2.compile(pattern, _RE2_OPTIONS)
+        return re2.compile(pattern, RE2_OPTIONS)
     except re2.error as exc:
         reason = exc.args[0].decode() if isinstance(exc.args[0], bytes) else str(exc.args[0])
         raise ValueError(f"RE2 cannot compile '{pattern}': {reason}") from None

@@ -1,21 +1,34 @@
 """The compiled, immutable route table and its candidate index.
 
 Routes are ordered by (priority, id); a route's position in that order is its identity for
-the engine. Each route is indexed under the literal prefix of its callee mask (``^7495\\d{7}$``
--> ``7495``), else of its caller mask, else it is "unindexed". For a call, candidates are the
-routes whose prefix starts the callee (or caller) number plus the unindexed ones, so decision
-cost follows the number of plausible routes, not the table size.
+the engine. Each route is indexed once, by the first that applies:
+
+1. the literal prefix of its callee mask (``^7495\\d{7}$`` -> ``7495``): a dict probe per
+   prefix length of the dialled number;
+2. the literal prefix of its caller mask;
+3. its callee mask in an RE2 Set (one linear pass over the number finds every mask that
+   matches, however many there are);
+4. its caller mask in an RE2 Set;
+5. otherwise (no masks on numbers) it is a candidate for every call.
+
+Candidates are a superset of the matching routes, in decision order; the engine then checks
+them fully. Decision cost follows the number of plausible routes, not the table size.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from routing.models import RouteSpec, compile_mask
+import re2
+
+from routing.models import RE2_OPTIONS, RouteSpec, compile_mask
+
+log = logging.getLogger("softswitch.routing.table")
 
 _META = set(".^$|()[]{}*+?\\")
 _OPTIONAL_AFTER = ("?", "*", "{")
@@ -138,6 +151,31 @@ class PrefixIndex:
                 yield hit
 
 
+# Beyond this many patterns one RE2 Set could outgrow its memory budget at match time, and a
+# DFA out of memory reads as "no match" through the Python binding; split into several sets.
+MAX_SET_PATTERNS = 5000
+
+
+class MaskSet:
+    """Routes whose mask on one number has no literal prefix, matched in one RE2 pass."""
+
+    def __init__(self, entries: Sequence[tuple[str, int]]) -> None:
+        self._sets: list[tuple[Any, tuple[int, ...]]] = []
+        for start in range(0, len(entries), MAX_SET_PATTERNS):
+            chunk = entries[start : start + MAX_SET_PATTERNS]
+            mask_set = re2.Set.SearchSet(RE2_OPTIONS)
+            for mask, _ in chunk:
+                mask_set.Add(mask)
+            mask_set.Compile()
+            self._sets.append((mask_set, tuple(position for _, position in chunk)))
+
+    def lookup(self, number: str) -> Iterator[tuple[int, ...]]:
+        for mask_set, positions in self._sets:
+            hits = mask_set.Match(number)
+            if hits:
+                yield tuple(sorted(positions[i] for i in hits))
+
+
 @dataclass(frozen=True)
 class RouteTable:
     """Enabled routes in decision order, with their index. Build with :meth:`compile`."""
@@ -146,6 +184,8 @@ class RouteTable:
     version: int
     by_callee: PrefixIndex
     by_caller: PrefixIndex
+    callee_masks: MaskSet
+    caller_masks: MaskSet
     unindexed: tuple[int, ...]
 
     @classmethod
@@ -159,24 +199,35 @@ class RouteTable:
             compile_route(position, route_id, spec)
             for position, (route_id, spec) in enumerate(ordered)
         )
-        callee_entries, caller_entries, unindexed = [], [], []
+        callee_prefixes, caller_prefixes, callee_masks, caller_masks, unindexed = [], [], [], [], []
         for route in routes:
-            if prefix := literal_prefix(route.spec.match.callee):
-                callee_entries.append((prefix, route.position))
-            elif prefix := literal_prefix(route.spec.match.caller):
-                caller_entries.append((prefix, route.position))
+            masks, position = route.spec.match, route.position
+            if prefix := literal_prefix(masks.callee):
+                callee_prefixes.append((prefix, position))
+            elif prefix := literal_prefix(masks.caller):
+                caller_prefixes.append((prefix, position))
+            elif masks.callee:
+                callee_masks.append((masks.callee, position))
+            elif masks.caller:
+                caller_masks.append((masks.caller, position))
             else:
-                unindexed.append(route.position)
+                unindexed.append(position)
         return cls(
             routes,
             version,
-            PrefixIndex.build(callee_entries),
-            PrefixIndex.build(caller_entries),
+            PrefixIndex.build(callee_prefixes),
+            PrefixIndex.build(caller_prefixes),
+            MaskSet(callee_masks),
+            MaskSet(caller_masks),
             tuple(unindexed),
         )
 
     def candidates(self, caller: str, callee: str) -> Iterator[int]:
         """Positions that may match, in decision order (a superset of the real matches)."""
         return heapq.merge(
-            *self.by_callee.lookup(callee), *self.by_caller.lookup(caller), self.unindexed
+            *self.by_callee.lookup(callee),
+            *self.by_caller.lookup(caller),
+            *self.callee_masks.lookup(callee),
+            *self.caller_masks.lookup(caller),
+            self.unindexed,
         )
