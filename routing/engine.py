@@ -10,12 +10,10 @@ its length.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from routing.models import CallRequest, Decision, Reject, RouteSpec
-from routing.table import CompiledRoute, RouteTable
+from routing.table import CallNumbers, CompiledRoute, RouteTable
 
 NOT_FOUND = Reject(code=404, reason="Not Found")
 CHAIN_TOO_LONG = Reject(code=482, reason="Route Chain Too Long")
@@ -32,13 +30,6 @@ def every_route(table: RouteTable, caller: str, callee: str) -> Iterable[int]:
     return range(len(table.routes))
 
 
-@dataclass(frozen=True, slots=True)
-class _Hit:
-    route: CompiledRoute
-    caller_match: Any
-    callee_match: Any
-
-
 def _first_match(
     table: RouteTable,
     call: CallRequest,
@@ -47,19 +38,17 @@ def _first_match(
     now: datetime,
     after: int,
     candidates: Candidates,
-) -> _Hit | None:
+) -> CompiledRoute | None:
+    numbers = CallNumbers(
+        caller.encode(), call.caller_host.encode(), callee.encode(), call.callee_host.encode()
+    )
+    tried = after
     for position in candidates(table, caller, callee):
-        if position <= after:
-            continue
-        route = table.routes[position]
-        found = route.match(caller, call.caller_host, callee, call.callee_host, now)
-        if found is not None:
-            return _Hit(route, *found)
+        if position > tried:  # candidates are sorted; skips repeats and routes before ``after``
+            tried = position
+            if table.routes[position].matches(numbers, now):
+                return table.routes[position]
     return None
-
-
-def _rewrite(template: str, match: Any, number: str) -> str:
-    return str(match.expand(template)) if template else number
 
 
 def decide(
@@ -78,16 +67,15 @@ def decide(
         hit = _first_match(table, call, caller, callee, now, after, candidates)
         if hit is None:
             return _reject(chain, caller, callee, flags, NOT_FOUND, route=None)
-        spec: RouteSpec = hit.route.spec
+        spec: RouteSpec = hit.spec
         chain.append(spec.name)
         flags.update(dict.fromkeys(spec.flags))
-        caller = _rewrite(spec.rewrite.caller, hit.caller_match, caller)
-        callee = _rewrite(spec.rewrite.callee, hit.callee_match, callee)
+        caller, callee = hit.rewrite(caller, callee)
         if spec.action != "next":
             break
         if len(chain) >= max_chain:
             return _reject(chain, caller, callee, flags, CHAIN_TOO_LONG, route=spec.name)
-        after = hit.route.position
+        after = hit.position
 
     if spec.action == "reject":
         assert spec.reject is not None  # guaranteed by RouteSpec validation

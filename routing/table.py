@@ -3,13 +3,13 @@
 Routes are ordered by (priority, id); a route's position in that order is its identity for
 the engine. Each route is indexed once, by the first that applies:
 
-1. the literal prefix of its callee mask (``^7495\\d{7}$`` -> ``7495``): a dict probe per
-   prefix length of the dialled number;
-2. the literal prefix of its caller mask;
-3. its callee mask in an RE2 Set (one linear pass over the number finds every mask that
+1. the literal prefixes of its callee or its caller mask (``^7495\\d{7}$`` -> ``7495``;
+   ``^7(495|499)`` -> ``7495``, ``7499``), whichever are longer, so more selective: a dict
+   probe per prefix length of the number;
+2. its callee mask in an RE2 Set (one linear pass over the number finds every mask that
    matches, however many there are);
-4. its caller mask in an RE2 Set;
-5. otherwise (no masks on numbers) it is a candidate for every call.
+3. its caller mask in an RE2 Set;
+4. otherwise (no masks on numbers) it is a candidate for every call.
 
 Candidates are a superset of the matching routes, in decision order; the engine then checks
 them fully. Decision cost follows the number of plausible routes, not the table size.
@@ -39,27 +39,68 @@ def literal_prefix(mask: str) -> str:
     """Literal text every match of ``mask`` must start with ('' when none can be proven)."""
     if not mask.startswith("^") or _has_top_level_alternation(mask):
         return ""
-    prefix: list[str] = []
-    i = 1
+    prefix, _ = _read_literal(mask, 1)
+    return prefix
+
+
+def literal_prefixes(mask: str) -> tuple[str, ...]:
+    """Literal starts of every match: ``^7(495|499)\\d{7}$`` -> ('7495', '7499').
+
+    Falls back to :func:`literal_prefix`; () when nothing can be proven.
+    """
+    prefix = literal_prefix(mask)
+    if not mask.startswith("^") or _has_top_level_alternation(mask):
+        return ()
+    group_start = 1 + len(_read_literal(mask, 1)[1])
+    alternatives = _literal_alternatives(mask, group_start)
+    if alternatives and all(alternatives):
+        return tuple(prefix + alternative for alternative in alternatives)
+    return (prefix,) if prefix else ()
+
+
+def _read_literal(mask: str, start: int) -> tuple[str, str]:
+    """The literal text from ``start`` and the raw mask text it spans."""
+    literal: list[str] = []
+    i = start
     while i < len(mask):
         char = mask[i]
         if char == "\\":
             escaped = mask[i + 1 : i + 2]
             if not escaped or escaped.isalnum():  # \d, \w, \1 ...: not a literal
                 break
-            literal, width = escaped, 2
+            text, width = escaped, 2
         elif char in _META:
             break
         else:
-            literal, width = char, 1
+            text, width = char, 1
         follower = mask[i + width : i + width + 1]
         if follower in _OPTIONAL_AFTER:  # the literal may be absent
             break
-        prefix.append(literal)
+        literal.append(text)
+        i += width
         if follower == "+":
             break
-        i += width
-    return "".join(prefix)
+    return "".join(literal), mask[start:i]
+
+
+def _literal_alternatives(mask: str, start: int) -> list[str]:
+    """``(a|b|c)`` or ``(?:a|b)`` of pure literals at ``start``, not optional; else []."""
+    if mask.startswith("(?:", start):
+        body_start = start + 3
+    elif mask.startswith("(", start) and not mask.startswith("(?", start):
+        body_start = start + 1
+    else:
+        return []
+    end = mask.find(")", body_start)
+    if end < 0 or mask[end + 1 : end + 2] in _OPTIONAL_AFTER:
+        return []
+    alternatives = []
+    for alternative in mask[body_start:end].split("|"):
+        literal, raw = _read_literal(alternative, 0)
+        if raw != alternative or "(" in alternative:
+            return []
+        alternatives.append(literal)
+    return alternatives
 
 
 def _has_top_level_alternation(mask: str) -> bool:
@@ -83,33 +124,74 @@ def _has_top_level_alternation(mask: str) -> bool:
     return False
 
 
+_UNANCHORED = re2._Anchor.UNANCHORED
+_NO_MATCH = re2._NULL_SPAN
+
+
+class Mask:
+    """One compiled mask: a yes/no on bytes for the hot path, groups only for rewrites.
+
+    The yes/no calls RE2's native Match directly: the Python wrapper's ``search`` maps byte
+    offsets back to characters on every call, which costs 7x more and is only needed for the
+    groups of the one route that decides.
+    """
+
+    __slots__ = ("_native", "regexp")
+
+    def __init__(self, pattern: str) -> None:
+        self.regexp = compile_mask(pattern)
+        self._native = self.regexp._regexp
+
+    def hits(self, text: bytes) -> bool:
+        return bool(self._native.Match(_UNANCHORED, text, 0, len(text))[0] != _NO_MATCH)
+
+
+def _mask(pattern: str) -> Mask | None:
+    return Mask(pattern) if pattern else None
+
+
+@dataclass(frozen=True, slots=True)
+class CallNumbers:
+    """The four matched fields of a call, encoded once for RE2."""
+
+    caller: bytes
+    caller_host: bytes
+    callee: bytes
+    callee_host: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
     position: int
     route_id: int
     spec: RouteSpec
-    caller: Any
-    caller_host: Any
-    callee: Any
-    callee_host: Any
+    caller: Mask | None
+    caller_host: Mask | None
+    callee: Mask | None
+    callee_host: Mask | None
 
-    def match(
-        self, caller: str, caller_host: str, callee: str, callee_host: str, now: datetime
-    ) -> tuple[Any, Any] | None:
-        """(caller match, callee match) when every mask matches and the schedule is open."""
-        if self.caller_host is not None and self.caller_host.search(caller_host) is None:
-            return None
-        if self.callee_host is not None and self.callee_host.search(callee_host) is None:
-            return None
-        callee_match = (self.callee or ANY).search(callee)
-        if callee_match is None:
-            return None
-        caller_match = (self.caller or ANY).search(caller)
-        if caller_match is None:
-            return None
-        if self.spec.schedule is not None and not self.spec.schedule.is_open(now):
-            return None
-        return caller_match, callee_match
+    def matches(self, call: CallNumbers, now: datetime) -> bool:
+        """Every mask matches and the schedule is open."""
+        return (
+            (self.callee is None or self.callee.hits(call.callee))
+            and (self.caller is None or self.caller.hits(call.caller))
+            and (self.callee_host is None or self.callee_host.hits(call.callee_host))
+            and (self.caller_host is None or self.caller_host.hits(call.caller_host))
+            and (self.spec.schedule is None or self.spec.schedule.is_open(now))
+        )
+
+    def rewrite(self, caller: str, callee: str) -> tuple[str, str]:
+        """(caller, callee) after this route's rewrites, with the groups of its masks."""
+        rewrite = self.spec.rewrite
+        if rewrite.caller:
+            caller = (
+                (self.caller.regexp if self.caller else ANY).search(caller).expand(rewrite.caller)
+            )
+        if rewrite.callee:
+            callee = (
+                (self.callee.regexp if self.callee else ANY).search(callee).expand(rewrite.callee)
+            )
+        return caller, callee
 
 
 def compile_route(position: int, route_id: int, spec: RouteSpec) -> CompiledRoute:
@@ -118,10 +200,10 @@ def compile_route(position: int, route_id: int, spec: RouteSpec) -> CompiledRout
         position=position,
         route_id=route_id,
         spec=spec,
-        caller=compile_mask(masks.caller) if masks.caller else None,
-        caller_host=compile_mask(masks.caller_host) if masks.caller_host else None,
-        callee=compile_mask(masks.callee) if masks.callee else None,
-        callee_host=compile_mask(masks.callee_host) if masks.callee_host else None,
+        caller=_mask(masks.caller),
+        caller_host=_mask(masks.caller_host),
+        callee=_mask(masks.callee),
+        callee_host=_mask(masks.callee_host),
     )
 
 
@@ -138,7 +220,7 @@ class PrefixIndex:
         for prefix, position in entries:
             grouped.setdefault(prefix, []).append(position)
         return cls(
-            {prefix: tuple(positions) for prefix, positions in grouped.items()},
+            {prefix: tuple(sorted(set(positions))) for prefix, positions in grouped.items()},
             tuple(sorted({len(prefix) for prefix in grouped})),
         )
 
@@ -202,10 +284,14 @@ class RouteTable:
         callee_prefixes, caller_prefixes, callee_masks, caller_masks, unindexed = [], [], [], [], []
         for route in routes:
             masks, position = route.spec.match, route.position
-            if prefix := literal_prefix(masks.callee):
-                callee_prefixes.append((prefix, position))
-            elif prefix := literal_prefix(masks.caller):
-                caller_prefixes.append((prefix, position))
+            callee_prefix, caller_prefix = (
+                literal_prefix(masks.callee),
+                literal_prefix(masks.caller),
+            )
+            if callee_prefix and len(callee_prefix) >= len(caller_prefix):
+                callee_prefixes.append((callee_prefix, position))
+            elif caller_prefix:
+                caller_prefixes.append((caller_prefix, position))
             elif masks.callee:
                 callee_masks.append((masks.callee, position))
             elif masks.caller:
@@ -223,7 +309,11 @@ class RouteTable:
         )
 
     def candidates(self, caller: str, callee: str) -> Iterator[int]:
-        """Positions that may match, in decision order (a superset of the real matches)."""
+        """Positions that may match, in decision order (a superset of the real matches).
+
+        A route indexed under two prefixes of one number (``^(7|749)``) comes twice; the
+        engine skips what it has already tried.
+        """
         return heapq.merge(
             *self.by_callee.lookup(callee),
             *self.by_caller.lookup(caller),

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from routing.engine import decide, destination_uri, every_route
 from routing.models import CallRequest, RouteSpec
-from routing.table import RouteTable, literal_prefix
+from routing.table import RouteTable, literal_prefix, literal_prefixes
 
 pytestmark = pytest.mark.unit
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -161,6 +161,26 @@ def test_literal_prefix_is_conservative(mask: str, prefix: str) -> None:
     assert literal_prefix(mask) == prefix
 
 
+@pytest.mark.parametrize(
+    ("mask", "prefixes"),
+    [
+        (r"^7(495|499)\d{7}$", ("7495", "7499")),
+        ("^(?:112|01)$", ("112", "01")),
+        ("^(112|01)?5", ()),  # the group may be absent
+        ("^(1|2|)", ()),  # an empty alternative proves nothing
+        ("^(1[0-9]|2)", ()),  # not pure literals
+        ("^7(49(5|9))", ("7",)),
+        (r"^\+7", ("+7",)),
+        ("^1|2", ()),
+        ("", ()),
+    ],
+)
+def test_literal_prefixes_expand_alternatives_of_literals(
+    mask: str, prefixes: tuple[str, ...]
+) -> None:
+    assert literal_prefixes(mask) == prefixes
+
+
 # Property: the indexed engine decides exactly like a naive in-order scan.
 
 digits = st.text(alphabet="0123", min_size=0, max_size=7)
@@ -173,6 +193,8 @@ masks = st.one_of(
     digits.map(lambda d: f"^{d}+3"),
     digits.map(lambda d: d),
     st.tuples(digits, digits).map(lambda ab: f"^({ab[0]}|{ab[1]})"),
+    st.tuples(digits, digits, digits).map(lambda abc: f"^{abc[0]}(?:{abc[1]}|{abc[2]})\\d?$"),
+    st.tuples(digits, digits).map(lambda ab: f"^({ab[0]}|{ab[1]})?1"),
     st.tuples(digits, digits).map(lambda ab: f"^{ab[0]}|{ab[1]}$"),
 )
 
