@@ -146,7 +146,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(7)
     print(
-        "| routes | build s | decisions/s | p50 us | p99 us | p99.9 us | naive p50 us | naive/fast |"
+        "| routes | build s | decisions/s | p50 us | p99 us | p99.9 us | naive p50 | naive/fast |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for size in (int(s) for s in args.sizes.split(",")):
