@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import secrets
 import signal
@@ -275,49 +273,53 @@ def _run_ari_apps(settings: Settings, names: list[str]) -> None:
     _serve_until_signal(run)
 
 
-DEMO_ACCOUNTS = ("1001", "1002", "1003")
-
-
 @app.command("demo")
 def demo() -> None:
-    """Seed demo accounts, print where to point a SIP phone, run our services (after stack up)."""
+    """Seed demo accounts and routes, print where to point a SIP phone, run our services."""
+    from ari_apps.registry import select_apps
+    from ari_apps.runtime import AriRuntime
+    from routing.app import build as build_routing
+    from softswitch.demo import seed
+    from softswitch.metrics import start_metrics_server
+
     settings = _settings()
-    token = settings.asterisk.peer_token
-    if token is None:
-        typer.echo("no stack credentials: run `softswitch stack up` first", err=True)
-        raise typer.Exit(2)
-    domain = settings.kamailio.sip_domain
-    lines = []
-    for username in DEMO_ACCOUNTS:
-        # Stable per installation (derived from a stack secret), so a configured phone keeps
-        # working across demo runs, yet not guessable from the source.
-        password = hmac.new(
-            token.get_secret_value().encode(), username.encode(), "sha256"
-        ).hexdigest()[:12]
-        _upsert_account(settings, username, domain, password)
-        lines.append(f"    user {username}  password {password}")
+    try:
+        accounts = seed(settings)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
     if settings.metrics.port == 0:
         settings = settings.model_copy(update={"metrics": MetricsSettings(port=9101)})
+    kamailio = settings.kamailio
     typer.echo(
         "\n".join(
             [
                 "Softswitch demo",
-                f"  Point a SIP phone at {settings.kamailio.sip_ip}:{settings.kamailio.sip_port}"
-                f" (UDP or TCP), domain/realm {domain}:",
-                *lines,
-                "  Dial another demo account to ring it; dial any other number to reach the"
-                f" '{settings.ari.apps[0]}' Stasis app (answers, beeps, hangs up).",
-                f"  Metrics: http://{settings.metrics.host}:{settings.metrics.port}/metrics",
+                f"  Point a SIP phone at {kamailio.sip_ip}:{kamailio.sip_port} (UDP or TCP),"
+                f" domain/realm {kamailio.sip_domain}:",
+                *(f"    user {user}  password {password}" for user, password in accounts),
+                "  Dial 1001-1003 to ring another demo phone, 486 to hear busy, anything else"
+                f" to reach the '{settings.ari.apps[0]}' Stasis app (answers, beeps, hangs up).",
+                "  Routes: `softswitch routes export`; try one: `softswitch routes test"
+                " --caller 1001 --callee 89161234567`.",
+                f"  Routing service: {settings.routing.url}; metrics:"
+                f" http://{settings.metrics.host}:{settings.metrics.port}/metrics",
                 "  Stop: Ctrl-C (our services); `softswitch stack down` (the stack).",
             ]
         )
     )
-    _run_ari_apps(settings, settings.ari.apps)
+    routing = build_routing(settings)
+    ari_apps = AriRuntime(settings.ari, select_apps(settings.ari.apps))
 
+    async def run(stop: asyncio.Event) -> None:
+        metrics = await start_metrics_server(settings.metrics)
+        try:
+            await asyncio.gather(routing.run(stop), ari_apps.run(stop))
+        finally:
+            if metrics:
+                await metrics.cleanup()
 
-def ha1(username: str, domain: str, password: str) -> str:
-    """Digest HA1 as Kamailio auth_db stores it: md5(user:realm:password)."""
-    return hashlib.md5(f"{username}:{domain}:{password}".encode()).hexdigest()
+    _serve_until_signal(run)
 
 
 @accounts_app.command("add")
@@ -327,44 +329,25 @@ def accounts_add(
     domain: Annotated[str | None, typer.Option(help="defaults to the local SIP domain")] = None,
 ) -> None:
     """Create or re-key a SIP account; the password is stored only as HA1 hashes."""
+    from softswitch.accounts import upsert_account
+
     settings = _settings()
     domain = domain or settings.kamailio.sip_domain
     password = password or secrets.token_urlsafe(12)
-    _upsert_account(settings, username, domain, password)
+    try:
+        upsert_account(settings.database.url, username, domain, password)
+    except psycopg.errors.CheckViolation as exc:
+        typer.echo(f"refused: {exc.diag.constraint_name}: {exc.diag.message_primary}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"{username}@{domain} password {password}")
-
-
-def _upsert_account(settings: Settings, username: str, domain: str, password: str) -> None:
-    with psycopg.connect(settings.database.url) as conn:
-        try:
-            conn.execute(
-                "INSERT INTO subscriber (username, domain, ha1, ha1b) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (username, domain) DO UPDATE"
-                " SET ha1 = EXCLUDED.ha1, ha1b = EXCLUDED.ha1b",
-                (
-                    username,
-                    domain,
-                    ha1(username, domain, password),
-                    ha1(f"{username}@{domain}", domain, password),
-                ),
-            )
-        except psycopg.errors.CheckViolation as exc:
-            typer.echo(f"refused: {exc.diag.constraint_name}: {exc.diag.message_primary}", err=True)
-            raise typer.Exit(2) from exc
 
 
 @accounts_app.command("list")
 def accounts_list() -> None:
     """Accounts with their registered contacts."""
-    settings = _settings()
-    with psycopg.connect(settings.database.url) as conn:
-        rows = conn.execute(
-            "SELECT s.username, s.domain, coalesce(string_agg(l.contact, ' '), '-')"
-            " FROM subscriber s LEFT JOIN location l"
-            " ON l.username = s.username AND l.domain = s.domain"
-            " GROUP BY s.username, s.domain ORDER BY s.domain, s.username"
-        ).fetchall()
-    for username, domain, contacts in rows:
+    from softswitch.accounts import accounts_with_contacts
+
+    for username, domain, contacts in accounts_with_contacts(_settings().database.url):
         typer.echo(f"{username}@{domain}  {contacts}")
 
 

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from softswitch import db
-from softswitch.cli import ha1
+from softswitch.accounts import ha1
 from softswitch.settings import DatabaseSettings
 
 pytestmark = pytest.mark.integration
