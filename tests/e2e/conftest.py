@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,10 +13,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
-from softswitch.settings import Settings, load_settings
+from softswitch.settings import DatabaseSettings, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,8 +88,101 @@ def start_service(args: list[str], log_path: Path, **env: str) -> ServiceProcess
     return ServiceProcess(process, log_path)
 
 
+CATCH_ALL_TO_SMOKE = {
+    "name": "e2e: everything else to the smoke app",
+    "priority": 1_000_000,
+    "action": "app",
+    "app": "smoke",
+}
+
+
+@dataclass
+class RoutingServiceHandle:
+    """`softswitch routing` on the port Kamailio asks, serving a database of the tests' own
+    (accounts and registrations stay in the stack's database, where Kamailio reads them)."""
+
+    settings: Settings
+    database_url: str
+    log_path: Path
+    service: ServiceProcess | None = None
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{self.settings.routing.host}:{self.settings.routing.port}/health"
+
+    def start(self) -> None:
+        from softswitch.stack.host import port_open
+
+        if port_open(self.settings.routing.host, self.settings.routing.port):
+            raise RuntimeError(
+                f"something already listens on {self.settings.routing.url}"
+                " (a running `softswitch demo`?): stop it before the e2e tests"
+            )
+        self.service = start_service(
+            ["routing"], self.log_path, SOFTSWITCH_DATABASE_URL=self.database_url
+        )
+        self.service.wait_for(lambda r: r["msg"].startswith("route table version"))
+
+    def stop(self) -> None:
+        if self.service is not None:
+            exit_code = self.service.stop()
+            assert exit_code == 0, self.log_path.read_text()[-4000:]
+            self.service = None
+
+    def add_routes(self, *routes: dict[str, Any]) -> None:
+        """Import routes (upsert by name) and wait until the service serves them."""
+        from routing.store import apply_import, parse_route_file
+
+        specs, errors = parse_route_file(json.dumps(list(routes)))
+        assert errors == []
+        version = httpx.get(self.health_url).json()["table_version"]
+        with psycopg.connect(self.database_url) as conn:
+            apply_import(conn, specs, replace=False)
+        deadline = time.monotonic() + 10
+        while httpx.get(self.health_url).json()["table_version"] == version:
+            assert time.monotonic() < deadline, "routing service did not reload"
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def routing_service(
+    stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RoutingServiceHandle]:
+    from softswitch import db
+
+    name = f"softswitch_e2e_{secrets.token_hex(4)}"
+    admin_url = stack_settings.database.url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    database = DatabaseSettings(url=urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}")))
+    db.upgrade(database)
+    handle = RoutingServiceHandle(
+        stack_settings, database.url, tmp_path_factory.mktemp("routing") / "routing.log"
+    )
+    handle.start()
+    try:
+        handle.add_routes(CATCH_ALL_TO_SMOKE)
+        yield handle
+    finally:
+        handle.stop()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
-def smoke_app(stack_settings: Settings, tmp_path: Path) -> Iterator[ServiceProcess]:
+def routing(routing_service: RoutingServiceHandle) -> Iterator[RoutingServiceHandle]:
+    """The session's routing service, restarted if a test stopped it."""
+    if routing_service.service is None:
+        routing_service.start()
+    yield routing_service
+    if routing_service.service is None:
+        routing_service.start()
+
+
+@pytest.fixture
+def smoke_app(
+    stack_settings: Settings, routing: RoutingServiceHandle, tmp_path: Path
+) -> Iterator[ServiceProcess]:
     """`softswitch ari --app smoke`, connected; must exit 0 on SIGTERM."""
     service = start_service(["ari", "--app", "smoke"], tmp_path / "ari.log")
     try:

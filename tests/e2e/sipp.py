@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import socket
 import subprocess
 import uuid
@@ -21,9 +22,20 @@ class SippResult:
     failed: int
     call_id_prefix: str
     output: str
+    messages: str
 
     def call_id(self, number: int = 1) -> str:
         return f"{self.call_id_prefix}-{number}@127.0.0.1"
+
+    def received(self, method_or_status: str) -> list[str]:
+        """Messages sipp received whose first line starts with ``method_or_status``
+        (``INVITE``, ``SIP/2.0 503``)."""
+        received = [
+            block.split(" bytes :", 1)[1].lstrip()
+            for block in re.split(r"^-{20,} \S+ \S+$", self.messages, flags=re.MULTILINE)
+            if re.match(r"\s*\w+ message received \[", block)
+        ]
+        return [message for message in received if message.startswith(method_or_status)]
 
 
 def free_udp_port() -> int:
@@ -32,15 +44,27 @@ def free_udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _command(
-    scenario: str, *, port: int, calls: int, timeout_s: int, workdir: Path, prefix: str
+def _scenario_source(
+    scenario: str, values: dict[str, str] | None, workdir: Path, prefix: str
 ) -> list[str]:
-    """``scenario`` is a file in scenarios/ or ``builtin:<name>`` (sipp -sn)."""
-    source = (
-        ["-sn", scenario.removeprefix("builtin:")]
-        if scenario.startswith("builtin:")
-        else ["-sf", str(SCENARIOS / scenario)]
-    )
+    """sipp options naming the scenario: a file in scenarios/ (``*.tmpl.xml`` rendered with
+    ``values`` for its ``@KEY@`` placeholders) or ``builtin:<name>`` (sipp -sn)."""
+    if scenario.startswith("builtin:"):
+        return ["-sn", scenario.removeprefix("builtin:")]
+    path = SCENARIOS / scenario
+    if values:
+        text = path.read_text()
+        for key, value in values.items():
+            text = text.replace(f"@{key}@", value)
+        assert "@" not in text.split("-->")[-1].replace("[", ""), f"unrendered {scenario}"
+        path = workdir / f"{prefix}-{scenario.replace('.tmpl', '')}"
+        path.write_text(text)
+    return ["-sf", str(path)]
+
+
+def _command(
+    source: list[str], *, port: int, calls: int, timeout_s: int, workdir: Path, prefix: str
+) -> list[str]:
     return [
         "sipp", *source,
         "-i", "127.0.0.1",
@@ -53,6 +77,7 @@ def _command(
         "-nostdin",
         "-trace_stat", "-stf", str(workdir / f"{prefix}.csv"),
         "-trace_err", "-error_file", str(workdir / f"{prefix}-errors.log"),
+        "-trace_msg", "-message_file", str(workdir / f"{prefix}-messages.log"),
     ]  # fmt: skip
 
 
@@ -67,7 +92,9 @@ def _result(exit_code: int, output: str, workdir: Path, prefix: str) -> SippResu
     errors = workdir / f"{prefix}-errors.log"
     if errors.is_file():
         output += errors.read_text()[-3000:]
-    return SippResult(exit_code, successful, failed, prefix, output)
+    messages = workdir / f"{prefix}-messages.log"
+    trace = messages.read_text(errors="replace") if messages.is_file() else ""
+    return SippResult(exit_code, successful, failed, prefix, output, trace)
 
 
 def run_sipp(
@@ -80,11 +107,12 @@ def run_sipp(
     rate: float = 1,
     timeout_s: int = 30,
     extra: tuple[str, ...] = (),
+    values: dict[str, str] | None = None,
 ) -> SippResult:
     """One sipp client run to completion; never left running (sipp -timeout plus our own)."""
     prefix = f"e2e-{uuid.uuid4().hex[:12]}"
     command = _command(
-        scenario,
+        _scenario_source(scenario, values, workdir, prefix),
         port=free_udp_port(),
         calls=calls,
         timeout_s=timeout_s,
@@ -124,13 +152,23 @@ class SippServer:
 
 @contextmanager
 def sipp_server(
-    scenario: str, *, workdir: Path, calls: int = 1, timeout_s: int = 30
+    scenario: str,
+    *,
+    workdir: Path,
+    calls: int = 1,
+    timeout_s: int = 30,
+    values: dict[str, str] | None = None,
 ) -> Iterator[SippServer]:
     """A sipp UAS on a free loopback port; killed on exit if still running."""
     prefix = f"uas-{uuid.uuid4().hex[:12]}"
     port = free_udp_port()
     command = _command(
-        scenario, port=port, calls=calls, timeout_s=timeout_s, workdir=workdir, prefix=prefix
+        _scenario_source(scenario, values, workdir, prefix),
+        port=port,
+        calls=calls,
+        timeout_s=timeout_s,
+        workdir=workdir,
+        prefix=prefix,
     )
     process = subprocess.Popen(
         command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

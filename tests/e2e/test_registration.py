@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from softswitch.settings import Settings
+from tests.e2e.conftest import RoutingServiceHandle
 from tests.e2e.sipp import run_sipp, sipp_server
 
 pytestmark = pytest.mark.e2e
@@ -39,10 +40,19 @@ def registered_contacts(settings: Settings, username: str) -> list[str]:
 
 
 def test_registered_account_is_stored_in_postgres_and_reached_by_name(
-    stack_settings: Settings, account: tuple[str, str], tmp_path: Path
+    stack_settings: Settings,
+    routing: RoutingServiceHandle,
+    account: tuple[str, str],
+    tmp_path: Path,
 ) -> None:
     kamailio = f"{stack_settings.kamailio.sip_ip}:{stack_settings.kamailio.sip_port}"
     username, password = account
+    # The route names the account: sip:<account>@<local domain> reaches its devices.
+    routing.add_routes(
+        {"name": f"e2e: account {username}", "priority": 100,
+         "match": {"callee": f"^{username}$"}, "action": "relay",
+         "destinations": [f"sip:{username}@{stack_settings.kamailio.sip_domain}"]}
+    )  # fmt: skip
     with sipp_server("uas_no180.xml", workdir=tmp_path) as phone:
         registration = run_sipp(
             "register_auth.xml",
