@@ -88,7 +88,6 @@ class RoutingSettings(BaseModel):
     fallback_uri: str = ""
     max_chain: int = Field(default=10, ge=1, le=100)
     reload_debounce_seconds: float = Field(default=0.05, ge=0, le=10)
-    emit_decided_events: bool = False
 
     @property
     def url(self) -> str:

@@ -6,8 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from routing.engine import decide, destination_uri, every_route
-from routing.models import CallRequest, RouteSpec
-from routing.table import RouteTable, literal_prefix, literal_prefixes
+from routing.models import CallRequest, RouteSpec, compile_mask
+from routing.table import (
+    DigitsMask,
+    RouteTable,
+    literal_prefix,
+    literal_prefixes,
+    literal_suffix,
+)
 
 pytestmark = pytest.mark.unit
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -162,6 +168,69 @@ def test_literal_prefix_is_conservative(mask: str, prefix: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "mask",
+    [
+        r"^7495\d{7}$",
+        "^74951234567$",
+        "^79",
+        r"^\+7\d+",
+        r"^8\d{2,3}$",
+        r"^1\d{2,}$",
+        r"^1\d*$",
+        r"^1\d{0}$",
+        r"^\+\d{3}",
+    ],
+)
+@pytest.mark.parametrize(
+    "number",
+    [
+        "",
+        "7",
+        "74951234567",
+        "749512345678",
+        "7495123456",
+        "+7",
+        "+79",
+        "+7a",
+        "79",
+        "8",
+        "81",
+        "812",
+        "8123",
+        "81234",
+        "1",
+        "100",
+        "1a",
+        "+123",
+        "+12",
+    ],
+)
+def test_digits_masks_agree_with_re2(mask: str, number: str) -> None:
+    digits_mask = DigitsMask.parse(mask)
+    assert digits_mask is not None
+    assert digits_mask.hits(number.encode()) == (compile_mask(mask).search(number) is not None)
+
+
+@pytest.mark.parametrize(
+    ("mask", "suffix"),
+    [
+        ("5555$", "5555"),
+        (r"^7\d{6}1234$", "1234"),
+        (r"\d$", ""),
+        ("12?$", ""),
+        ("1|23$", ""),
+        (r"12\$", ""),
+        ("(12)$", ""),
+        ("ab$", "ab"),
+        ("^123$", "123"),
+        ("", ""),
+    ],
+)
+def test_literal_suffix_is_conservative(mask: str, suffix: str) -> None:
+    assert literal_suffix(mask) == suffix
+
+
+@pytest.mark.parametrize(
     ("mask", "prefixes"),
     [
         (r"^7(495|499)\d{7}$", ("7495", "7499")),
@@ -184,6 +253,7 @@ def test_literal_prefixes_expand_alternatives_of_literals(
 # Property: the indexed engine decides exactly like a naive in-order scan.
 
 digits = st.text(alphabet="0123", min_size=0, max_size=7)
+numbers = st.text(alphabet="0123+a", min_size=0, max_size=9)
 masks = st.one_of(
     st.just(""),
     digits.map(lambda d: f"^{d}"),
@@ -195,6 +265,15 @@ masks = st.one_of(
     st.tuples(digits, digits).map(lambda ab: f"^({ab[0]}|{ab[1]})"),
     st.tuples(digits, digits, digits).map(lambda abc: f"^{abc[0]}(?:{abc[1]}|{abc[2]})\\d?$"),
     st.tuples(digits, digits).map(lambda ab: f"^({ab[0]}|{ab[1]})?1"),
+    st.tuples(
+        digits,
+        st.sampled_from([r"\d{2}", r"\d{0,3}", r"\d{1,}", r"\d+", r"\d*", r"\d{2,2}", ""]),
+        st.sampled_from(["", "$"]),
+    ).map(lambda parts: f"^{parts[0]}{parts[1]}{parts[2]}"),
+    digits.map(lambda d: f"^\\+{d}"),
+    digits.map(lambda d: f"{d}$"),
+    digits.map(lambda d: f"\\d{d}$"),
+    digits.map(lambda d: f"{d}2?$"),
     st.tuples(digits, digits).map(lambda ab: f"^{ab[0]}|{ab[1]}$"),
 )
 
@@ -231,7 +310,7 @@ def tables(draw: st.DrawFn) -> list[RouteSpec]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(specs=tables(), calls=st.lists(st.tuples(digits, digits), min_size=1, max_size=8))
+@given(specs=tables(), calls=st.lists(st.tuples(numbers, numbers), min_size=1, max_size=8))
 def test_indexed_engine_decides_exactly_like_a_naive_scan(
     specs: list[RouteSpec], calls: list[tuple[str, str]]
 ) -> None:
