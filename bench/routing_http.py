@@ -80,8 +80,14 @@ def scratch_database(routes: int) -> Iterator[DatabaseSettings]:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def process(command: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
+def process(command: list[str], env: dict[str, str], ready_url: str) -> Iterator[int]:
     child = subprocess.Popen(command, env={**os.environ, **env}, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -91,7 +97,7 @@ def process(command: list[str], env: dict[str, str], ready_url: str) -> Iterator
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        yield
+        yield child.pid
     finally:
         child.send_signal(signal.SIGTERM)
         child.wait(10)
@@ -141,14 +147,26 @@ async def drive(url: str, bodies: list[bytes], rate: float, seconds: float, conn
     return latencies, errors, elapsed
 
 
-def report(label: str, latencies: list[float], errors: int, elapsed: float) -> tuple[float, float]:
+def measured(pid: int, url: str, bodies: list[bytes], args: argparse.Namespace) -> tuple:
+    asyncio.run(drive(url, bodies, args.rate, 1, args.connections))  # warm up
+    cpu_before = cpu_seconds(pid)
+    latencies, errors, elapsed = asyncio.run(
+        drive(url, bodies, args.rate, args.seconds, args.connections)
+    )
+    cpu_per_request = (cpu_seconds(pid) - cpu_before) / len(latencies)
+    return latencies, errors, elapsed, cpu_per_request
+
+
+def report(
+    label: str, latencies: list[float], errors: int, elapsed: float, cpu_per_request: float
+) -> tuple[float, float]:
     q = statistics.quantiles(latencies, n=1000)
     p50, p99, p999 = q[499] * 1000, q[989] * 1000, q[998] * 1000
     print(
         f"| {label} | {len(latencies) / elapsed:,.0f} | {p50:.2f} | {p99:.2f} | {p999:.2f}"
-        f" | {errors} |"
+        f" | {cpu_per_request * 1e6:.0f} | {errors} |"
     )
-    return p50, p99
+    return p99, cpu_per_request
 
 
 def main() -> None:
@@ -177,38 +195,30 @@ def main() -> None:
         f"{args.rate:,.0f} requests/s for {args.seconds:.0f} s over {args.connections}"
         f" keep-alive connections; {args.routes:,} routes\n"
     )
-    print("| server | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| server | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU us/request | errors |"
+    )
+    print("|---|---|---|---|---|---|---|")
     with scratch_database(args.routes) as database:
         env = {
             "SOFTSWITCH_DATABASE_URL": database.url,
             "SOFTSWITCH_ROUTING_PORT": str(routing_port),
         }
-        with process(
-            [sys.executable, "-m", "softswitch", "routing"],
-            env,
-            f"http://127.0.0.1:{routing_port}/health",
-        ):
-            while httpx.get(f"http://127.0.0.1:{routing_port}/health").json()["routes"] == 0:
+        command = [sys.executable, "-m", "softswitch", "routing"]
+        health = f"http://127.0.0.1:{routing_port}/health"
+        with process(command, env, health) as pid:
+            while httpx.get(health).json()["routes"] == 0:
                 time.sleep(0.2)
             url = f"http://127.0.0.1:{routing_port}/route"
-            asyncio.run(drive(url, bodies, args.rate, 1, args.connections))  # warm up
-            ours = report(
-                "softswitch routing",
-                *asyncio.run(drive(url, bodies, args.rate, args.seconds, args.connections)),
-            )
-    with process(
-        [sys.executable, "-c", TRIVIAL_SERVER, str(trivial_port)],
-        {},
-        f"http://127.0.0.1:{trivial_port}/",
-    ):
+            ours = report("softswitch routing", *measured(pid, url, bodies, args))
+    command = [sys.executable, "-c", TRIVIAL_SERVER, str(trivial_port)]
+    with process(command, {}, f"http://127.0.0.1:{trivial_port}/") as pid:
         url = f"http://127.0.0.1:{trivial_port}/route"
-        asyncio.run(drive(url, bodies, args.rate, 1, args.connections))
-        trivial = report(
-            "trivial aiohttp (fixed answer)",
-            *asyncio.run(drive(url, bodies, args.rate, args.seconds, args.connections)),
-        )
-    print(f"\np99 ours / trivial aiohttp: {ours[1] / trivial[1]:.2f}")
+        trivial = report("trivial aiohttp (fixed answer)", *measured(pid, url, bodies, args))
+    print(
+        f"\np99 ours / trivial: {ours[0] / trivial[0]:.2f};"
+        f" server CPU per request ours / trivial: {ours[1] / trivial[1]:.2f}"
+    )
 
 
 if __name__ == "__main__":

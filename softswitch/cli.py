@@ -13,6 +13,7 @@ from typing import Annotated
 
 import psycopg
 import typer
+import uvloop
 
 from softswitch import db, logs
 from softswitch.settings import MetricsSettings, Settings, load_settings
@@ -116,7 +117,9 @@ def _serve_until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
             loop.add_signal_handler(signum, stop.set)
         await run(stop)
 
-    asyncio.run(serve())
+    # uvloop: the event loop's own cost per request is a third of what asyncio's is, and
+    # the routing service answers Kamailio once per call.
+    uvloop.run(serve())
 
 
 @app.command("routing")
