@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import psycopg
@@ -274,6 +275,76 @@ def _run_ari_apps(settings: Settings, names: list[str]) -> None:
                 await metrics.cleanup()
 
     _serve_until_signal(run)
+
+
+events_app = typer.Typer(no_args_is_help=True, help="Call events on RabbitMQ and CDRs.")
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("relay")
+def events_relay() -> None:
+    """Publish the event outbox to RabbitMQ (in order, with confirms) until SIGTERM."""
+    from softswitch.events.relay import OutboxRelay
+
+    settings = _settings()
+    _serve_until_signal(OutboxRelay(settings.database.url, settings.amqp).run)
+
+
+@events_app.command("cdr")
+def events_cdr() -> None:
+    """Fold call events from RabbitMQ into CDR rows until SIGTERM."""
+    from softswitch.events.consumer import CdrConsumer
+
+    settings = _settings()
+    _serve_until_signal(CdrConsumer(settings.database.url, settings.amqp).run)
+
+
+@events_app.command("tail")
+def events_tail(
+    key: Annotated[str, typer.Option(help="binding key, e.g. 'call.#'")] = "#",
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON event per line")] = False,
+) -> None:
+    """Print live events (a private queue that goes away when you stop)."""
+    from softswitch.events.tail import tail
+
+    settings = _settings()
+    _serve_until_signal(lambda stop: tail(settings.amqp, key, as_json=as_json, stop=stop))
+
+
+@events_app.command("schema")
+def events_schema(
+    directory: Annotated[Path, typer.Argument(help="folder for <routing key>.json files")],
+) -> None:
+    """Write the JSON Schema of every event."""
+    from softswitch.events.models import EVENT_TYPES
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, event_type in sorted(EVENT_TYPES.items()):
+        schema = event_type.model_json_schema()
+        (directory / f"{key}.json").write_text(json.dumps(schema, indent=2) + "\n")
+    typer.echo(f"{len(EVENT_TYPES)} schemas in {directory}")
+
+
+@events_app.command("docs")
+def events_docs() -> None:
+    """Print docs/events.md (every routing key with an example payload)."""
+    from softswitch.events.examples import events_markdown
+
+    typer.echo(events_markdown(), nl=False)
+
+
+@events_app.command("prune")
+def events_prune(
+    days: Annotated[int, typer.Option(min=1, help="keep published events this many days")] = 7,
+) -> None:
+    """Delete published outbox rows older than --days (unpublished ones are never deleted)."""
+    settings = _settings()
+    with psycopg.connect(settings.database.url) as conn:
+        deleted = conn.execute(
+            "DELETE FROM event_outbox WHERE published_at < now() - make_interval(days => %s)",
+            (days,),
+        ).rowcount
+    typer.echo(f"deleted {deleted} published events older than {days} days")
 
 
 @app.command("demo")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -93,4 +96,86 @@ def private_postgres() -> Iterator[PrivatePostgres]:
              "-m", "immediate", "stop"],
             capture_output=True, cwd="/", check=False,
         )  # fmt: skip
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass
+class PrivateRabbitMQ:
+    """A RabbitMQ node of the test's own (own node name, ports, data), that a test may stop;
+    the machine's shared broker is left alone."""
+
+    home: Path
+    node: str
+    port: int
+    dist_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/root",
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.home / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq.conf"),
+            "RABBITMQ_PID_FILE": str(self.home / "pid"),
+        }
+        self.process = subprocess.Popen(
+            ["rabbitmq-server"], env=env, cwd=self.home, start_new_session=True,
+            stdout=(self.home / "server.log").open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not _port_open(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((self.home / "server.log").read_text()[-3000:])
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the node for real (SIGTERM to the Erlang VM) and wait until it is gone."""
+        if self.process is None:
+            return
+        pid = int((self.home / "pid").read_text()) if (self.home / "pid").exists() else None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self.process.wait(30)
+        deadline = time.monotonic() + 30
+        while _port_open(self.port) or (pid and Path(f"/proc/{pid}").exists()):
+            assert time.monotonic() < deadline, "private RabbitMQ did not stop"
+            time.sleep(0.1)
+        self.process = None
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
+    home = Path(tempfile.mkdtemp(prefix="softswitch-rmq-"))
+    (home / "plugins").write_text("[].\n")
+    (home / "rabbitmq.conf").write_text("")
+    for path in (home, home / "plugins", home / "rabbitmq.conf"):
+        shutil.chown(path, "rabbitmq")
+    broker = PrivateRabbitMQ(
+        home, f"softswitch-test-{os.getpid()}-{home.name[-6:]}@localhost",
+        free_tcp_port(), free_tcp_port(),
+    )  # fmt: skip
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
         shutil.rmtree(home, ignore_errors=True)

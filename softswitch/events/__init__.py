@@ -1,0 +1,1 @@
+"""Call events: typed models, the transactional outbox, the relay to RabbitMQ, and CDRs."""

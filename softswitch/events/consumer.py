@@ -1,0 +1,183 @@
+"""The CDR consumer: folds call events into one ``cdr`` row per call, exactly once.
+
+Messages are taken in batches (up to the prefetch, or what arrived within a few ms) and
+folded in one transaction; the batch is acknowledged after the commit. An event id already
+in ``cdr_event_seen`` is a duplicate (at-least-once delivery) and is dropped. A message that
+is not a valid event goes to the dead-letter exchange with the reason in header
+``x-softswitch-error`` and is acknowledged, so it neither crashes the consumer nor blocks
+the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aio_pika
+import psycopg
+from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import Counter
+from psycopg.rows import dict_row
+
+from softswitch.events.broker import (
+    CONNECTION_FAILURES,
+    Topology,
+    declare_topology,
+)
+from softswitch.events.cdr import COLUMNS, CallRecord, fold
+from softswitch.events.models import Event, MalformedEvent, parse_event
+from softswitch.settings import AmqpSettings
+
+log = logging.getLogger("softswitch.events.cdr")
+
+FOLDED = Counter("softswitch_cdr_events_total", "Events folded into CDRs")
+DUPLICATES = Counter("softswitch_cdr_duplicates_total", "Redelivered events dropped")
+DEAD_LETTERED = Counter("softswitch_events_dead_lettered_total", "Messages that were no event")
+
+_UPSERT = (
+    f"INSERT INTO cdr ({', '.join(COLUMNS)}) VALUES ({', '.join(f'%({c})s' for c in COLUMNS)})"
+    f" ON CONFLICT (call_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "call_id")
+    + ", updated_at = now()"
+)
+
+
+def fold_batch(conn: psycopg.Connection[Any], events: list[Event]) -> tuple[int, int]:
+    """Fold events into CDRs in the caller's transaction; (folded, duplicates)."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        ids = [event.event_id for event in events]
+        cursor.execute(
+            "INSERT INTO cdr_event_seen (event_id) SELECT unnest(%s::uuid[])"
+            " ON CONFLICT DO NOTHING RETURNING event_id",
+            (ids,),
+        )
+        fresh = {row["event_id"] for row in cursor.fetchall()}
+        new_events = [e for e in events if e.event_id in fresh and e.call_id is not None]
+        call_ids = sorted({e.call_id for e in new_events if e.call_id})
+        cursor.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM cdr WHERE call_id = ANY(%s) ORDER BY call_id"
+            " FOR UPDATE",
+            (call_ids,),
+        )
+        records: dict[str, CallRecord | None] = {
+            row["call_id"]: CallRecord.from_row(row) for row in cursor.fetchall()
+        }
+        for event in new_events:
+            assert event.call_id is not None
+            records[event.call_id] = fold(records.get(event.call_id), event)
+        rows = [record.as_row() for record in records.values() if record is not None]
+        if rows:
+            cursor.executemany(_UPSERT, rows)
+    return len(fresh), len(events) - len(fresh)
+
+
+def _fold_committed(conn: psycopg.Connection[Any], events: list[Event]) -> tuple[int, int]:
+    with conn.transaction():
+        return fold_batch(conn, events)
+
+
+class CdrConsumer:
+    def __init__(self, database_url: str, amqp: AmqpSettings, *, prefetch: int = 500) -> None:
+        self._database_url = database_url
+        self._amqp = amqp
+        self._prefetch = prefetch
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self._consume(stop)
+                attempt = 0
+            except CONNECTION_FAILURES as exc:
+                delay = min(5.0, 0.2 * 2**attempt)
+                attempt += 1
+                log.warning(
+                    "CDR consumer interrupted (%s: %s); retry in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        database: psycopg.Connection[Any] = await asyncio.to_thread(
+            lambda: psycopg.connect(self._database_url, connect_timeout=3)
+        )
+        connection = await aio_pika.connect(self._amqp.url.get_secret_value(), timeout=5)
+        async with connection:
+            # Confirms make dead-lettering safe: the original is acked only once the broker
+            # holds the copy.
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=self._prefetch)
+            topology = await declare_topology(channel, self._amqp.exchange)
+            queue = topology.cdr
+            inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+            tag = await queue.consume(inbox.put)
+            log.info("CDR consumer on queue %s", queue.name)
+            try:
+                while not stop.is_set():
+                    if connection.is_closed:
+                        raise ConnectionError("broker connection closed")
+                    batch = await self._next_batch(inbox)
+                    if batch:
+                        await self._handle(batch, topology, database)
+            finally:
+                database.close()
+                with contextlib.suppress(*CONNECTION_FAILURES):
+                    await queue.cancel(tag)
+
+    async def _next_batch(
+        self, inbox: asyncio.Queue[AbstractIncomingMessage]
+    ) -> list[AbstractIncomingMessage]:
+        try:
+            first = await asyncio.wait_for(inbox.get(), 0.5)
+        except TimeoutError:
+            return []
+        batch = [first]
+        await asyncio.sleep(0.005)  # let a burst gather into one transaction
+        while len(batch) < self._prefetch and not inbox.empty():
+            batch.append(inbox.get_nowait())
+        return batch
+
+    async def _handle(
+        self,
+        batch: list[AbstractIncomingMessage],
+        topology: Topology,
+        database: psycopg.Connection[Any],
+    ) -> None:
+        events: list[Event] = []
+        for message in batch:
+            try:
+                events.append(parse_event(message.body))
+            except MalformedEvent as exc:
+                await self._dead_letter(message, str(exc), topology)
+        if events:
+            folded, duplicates = await asyncio.to_thread(_fold_committed, database, events)
+            FOLDED.inc(folded)
+            DUPLICATES.inc(duplicates)
+        await batch[-1].ack(multiple=True)
+
+    @staticmethod
+    async def _dead_letter(
+        message: AbstractIncomingMessage, reason: str, topology: Topology
+    ) -> None:
+        DEAD_LETTERED.inc()
+        log.warning("dead-lettering message %s: %s", message.message_id, reason)
+        await topology.dead.publish(
+            aio_pika.Message(
+                message.body,
+                message_id=message.message_id,
+                type=message.type,
+                content_type=message.content_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers={
+                    **(message.headers or {}),
+                    "x-softswitch-error": reason[:1000],
+                    "x-original-routing-key": message.routing_key or "",
+                },
+            ),
+            routing_key=message.routing_key or "",
+        )

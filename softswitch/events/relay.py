@@ -1,0 +1,157 @@
+"""The outbox relay: publishes outbox rows in order, marks them sent after the broker confirms.
+
+Delivery is at least once: a relay that dies after the broker confirmed a batch but before
+marking it sent publishes that batch again when it (or another relay) starts, so consumers
+drop duplicates by event id. Only one relay publishes at a time (a PostgreSQL advisory lock),
+which keeps the order of the outbox on the bus; a second relay waits as a hot standby. While
+the broker is down events wait in the outbox and the backlog metric grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import aio_pika
+import psycopg
+from prometheus_client import Counter, Gauge
+
+from softswitch.events.broker import CONNECTION_FAILURES, declare_topology
+from softswitch.settings import AmqpSettings
+
+log = logging.getLogger("softswitch.events.relay")
+
+BACKLOG = Gauge("softswitch_events_outbox_backlog", "Events written but not yet published")
+PUBLISHED = Counter("softswitch_events_published_total", "Events the broker confirmed")
+RELAY_ERRORS = Counter("softswitch_events_relay_errors_total", "Relay connection failures")
+BROKER_UP = Gauge("softswitch_events_broker_up", "1 while the relay is connected to RabbitMQ")
+RELAY_ACTIVE = Gauge("softswitch_events_relay_active", "1 while this relay holds the lock")
+
+# Any constant: the same for every relay process.
+RELAY_LOCK_KEY = 0x50F7E7E5
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        database_url: str,
+        amqp: AmqpSettings,
+        *,
+        batch_size: int = 500,
+        idle_poll_seconds: float = 1.0,
+    ) -> None:
+        self._database_url = database_url
+        self._amqp = amqp
+        self._batch_size = batch_size
+        self._idle_poll = idle_poll_seconds
+        self._backlog_checked = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self._relay(stop)
+                attempt = 0
+            except CONNECTION_FAILURES as exc:
+                BROKER_UP.set(0)
+                RELAY_ACTIVE.set(0)
+                RELAY_ERRORS.inc()
+                delay = min(5.0, 0.2 * 2**attempt)
+                attempt += 1
+                log.warning(
+                    "relay interrupted (%s: %s); retry in %.1fs", type(exc).__name__, exc, delay
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            self._database_url, autocommit=True, connect_timeout=3
+        ) as conn:
+            if not await self._take_lock(conn, stop):
+                return
+            RELAY_ACTIVE.set(1)
+            await conn.execute("LISTEN event_outbox")
+            connection = await aio_pika.connect(self._amqp.url.get_secret_value(), timeout=5)
+            async with connection:
+                channel = await connection.channel(publisher_confirms=True)
+                topology = await declare_topology(channel, self._amqp.exchange)
+                BROKER_UP.set(1)
+                log.info("relay publishing to %s", self._amqp.exchange)
+                while not stop.is_set():
+                    published = await self._publish_batch(conn, topology.events)
+                    await self._update_backlog(conn, force=published == 0)
+                    if published < self._batch_size:
+                        await self._wait_for_events(conn)
+
+    async def _take_lock(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> bool:
+        while not stop.is_set():
+            row = await (
+                await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))
+            ).fetchone()
+            if row and row[0]:
+                return True
+            log.info("another relay is publishing; standing by")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+        return False
+
+    async def _publish_batch(
+        self, conn: psycopg.AsyncConnection[Any], exchange: aio_pika.abc.AbstractExchange
+    ) -> int:
+        rows = await (
+            await conn.execute(
+                "SELECT id, event_id, routing_key, payload::text,"
+                " extract(epoch FROM created_at) FROM event_outbox"
+                " WHERE published_at IS NULL ORDER BY id LIMIT %s",
+                (self._batch_size,),
+            )
+        ).fetchall()
+        if not rows:
+            return 0
+        # All of a batch is sent before any confirm is awaited: one channel keeps the order,
+        # and waiting per message would cap the relay at one broker round trip per event.
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(
+                        payload.encode(),
+                        message_id=str(event_id),
+                        type=routing_key,
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        headers={"x-outbox-id": outbox_id, "x-created-at": float(created)},
+                    ),
+                    routing_key=routing_key,
+                    mandatory=False,  # unroutable events go to the alternate exchange
+                )
+                for outbox_id, event_id, routing_key, payload, created in rows
+            )
+        )
+        await conn.execute(
+            "UPDATE event_outbox SET published_at = clock_timestamp() WHERE id = ANY(%s)",
+            ([row[0] for row in rows],),
+        )
+        PUBLISHED.inc(len(rows))
+        return len(rows)
+
+    async def _update_backlog(self, conn: psycopg.AsyncConnection[Any], *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._backlog_checked < 1.0:
+            return
+        self._backlog_checked = now
+        row = await (
+            await conn.execute("SELECT count(*) FROM event_outbox WHERE published_at IS NULL")
+        ).fetchone()
+        BACKLOG.set(row[0] if row else 0)
+
+    async def _wait_for_events(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Until a NOTIFY says new events were committed, or the idle poll runs out."""
+        async for _ in conn.notifies(timeout=self._idle_poll, stop_after=1):
+            pass
+        # Drain notifications that piled up meanwhile; one batch query serves them all.
+        async for _ in conn.notifies(timeout=0):
+            pass
