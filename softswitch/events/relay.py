@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import aio_pika
@@ -41,11 +42,13 @@ class OutboxRelay:
         amqp: AmqpSettings,
         *,
         batch_size: int = 500,
+        max_in_flight: int = 8,
         idle_poll_seconds: float = 1.0,
     ) -> None:
         self._database_url = database_url
         self._amqp = amqp
         self._batch_size = batch_size
+        self._max_in_flight = max_in_flight
         self._idle_poll = idle_poll_seconds
         self._backlog_checked = 0.0
 
@@ -81,11 +84,45 @@ class OutboxRelay:
                 topology = await declare_topology(channel, self._amqp.exchange)
                 BROKER_UP.set(1)
                 log.info("relay publishing to %s", self._amqp.exchange)
-                while not stop.is_set():
-                    published = await self._publish_batch(conn, topology.events)
-                    await self._update_backlog(conn, force=published == 0)
-                    if published < self._batch_size:
-                        await self._wait_for_events(conn)
+                await self._pipeline(conn, topology.events, stop)
+
+    async def _pipeline(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        exchange: aio_pika.abc.AbstractExchange,
+        stop: asyncio.Event,
+    ) -> None:
+        """Keep up to ``max_in_flight`` batches awaiting confirms; mark them sent in order.
+
+        Waiting for each batch's confirms before sending the next caps the relay at one
+        broker fsync per batch; batches in flight on one channel still leave in outbox order.
+        """
+        in_flight: deque[tuple[list[int], asyncio.Future[Any]]] = deque()
+        last_sent = 0
+        try:
+            while not stop.is_set():
+                rows = await self._next_rows(conn, after=last_sent)
+                if rows:
+                    last_sent = rows[-1][0]
+                    in_flight.append(([row[0] for row in rows], self._publish(exchange, rows)))
+                partial = len(rows) < self._batch_size
+                while in_flight and (
+                    partial or in_flight[0][1].done() or len(in_flight) > self._max_in_flight
+                ):
+                    ids, confirmed = in_flight.popleft()
+                    await confirmed  # a broker failure raises here: nothing is marked
+                    await conn.execute(
+                        "UPDATE event_outbox SET published_at = clock_timestamp()"
+                        " WHERE id = ANY(%s)",
+                        (ids,),
+                    )
+                    PUBLISHED.inc(len(ids))
+                await self._update_backlog(conn, force=not rows)
+                if not rows:
+                    await self._wait_for_events(conn)
+        finally:
+            for _, confirmed in in_flight:
+                confirmed.cancel()
 
     async def _take_lock(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> bool:
         while not stop.is_set():
@@ -99,22 +136,24 @@ class OutboxRelay:
                 await asyncio.wait_for(stop.wait(), 2.0)
         return False
 
-    async def _publish_batch(
-        self, conn: psycopg.AsyncConnection[Any], exchange: aio_pika.abc.AbstractExchange
-    ) -> int:
-        rows = await (
+    async def _next_rows(
+        self, conn: psycopg.AsyncConnection[Any], *, after: int
+    ) -> list[tuple[Any, ...]]:
+        return await (
             await conn.execute(
                 "SELECT id, event_id, routing_key, payload::text,"
-                " extract(epoch FROM created_at) FROM event_outbox"
-                " WHERE published_at IS NULL ORDER BY id LIMIT %s",
-                (self._batch_size,),
+                " (extract(epoch FROM created_at) * 1000000)::bigint FROM event_outbox"
+                " WHERE published_at IS NULL AND id > %s ORDER BY id LIMIT %s",
+                (after, self._batch_size),
             )
         ).fetchall()
-        if not rows:
-            return 0
-        # All of a batch is sent before any confirm is awaited: one channel keeps the order,
-        # and waiting per message would cap the relay at one broker round trip per event.
-        await asyncio.gather(
+
+    @staticmethod
+    def _publish(
+        exchange: aio_pika.abc.AbstractExchange, rows: list[tuple[Any, ...]]
+    ) -> asyncio.Future[Any]:
+        """Send a batch now; the future completes when the broker confirmed all of it."""
+        return asyncio.gather(
             *(
                 exchange.publish(
                     aio_pika.Message(
@@ -123,20 +162,15 @@ class OutboxRelay:
                         type=routing_key,
                         content_type="application/json",
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        headers={"x-outbox-id": outbox_id, "x-created-at": float(created)},
+                        # Integers: AMQP would carry a float header as 32 bits.
+                        headers={"x-outbox-id": outbox_id, "x-created-at-us": created_us},
                     ),
                     routing_key=routing_key,
                     mandatory=False,  # unroutable events go to the alternate exchange
                 )
-                for outbox_id, event_id, routing_key, payload, created in rows
+                for outbox_id, event_id, routing_key, payload, created_us in rows
             )
         )
-        await conn.execute(
-            "UPDATE event_outbox SET published_at = clock_timestamp() WHERE id = ANY(%s)",
-            ([row[0] for row in rows],),
-        )
-        PUBLISHED.inc(len(rows))
-        return len(rows)
 
     async def _update_backlog(self, conn: psycopg.AsyncConnection[Any], *, force: bool) -> None:
         now = time.monotonic()

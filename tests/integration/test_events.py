@@ -24,6 +24,7 @@ from softswitch.events.examples import EXAMPLES
 from softswitch.events.models import (
     CallAnswered,
     CallEnded,
+    CallRinging,
     CallRouted,
     CallStarted,
     Event,
@@ -142,12 +143,23 @@ def unpublished(database: DatabaseSettings) -> int:
 
 async def test_every_event_type_round_trips_in_order(bus: Bus) -> None:
     collector = await bus.collector()
+    many = [CallRinging(call_id=f"order-{n}", leg="x") for n in range(3000)]
     write_events(bus.database, EXAMPLES)
-    bus.start(OutboxRelay(bus.database.url, bus.amqp).run)
-    await eventually(lambda: len(collector.messages) == len(EXAMPLES))
+    write_events(bus.database, many)
+    # Small batches, many in flight: order must survive the pipelining.
+    bus.start(OutboxRelay(bus.database.url, bus.amqp, batch_size=100).run)
+    await eventually(lambda: len(collector.messages) == len(EXAMPLES) + len(many))
     received = [parse_event(m.body) for m in collector.messages]
-    assert received == EXAMPLES
-    assert [m.routing_key for m in collector.messages] == [e.routing_key for e in EXAMPLES]
+    assert received[: len(EXAMPLES)] == EXAMPLES
+    sent_ids = [e.event_id for e in EXAMPLES + many]
+    received_ids = [e.event_id for e in received]
+    first_difference = next(
+        (i for i, (a, b) in enumerate(zip(sent_ids, received_ids, strict=True)) if a != b), None
+    )
+    assert first_difference is None, f"order differs from position {first_difference}"
+    assert received[-1] == many[-1]
+    routing_keys = [m.routing_key for m in collector.messages]
+    assert routing_keys == [e.routing_key for e in EXAMPLES + many]
     assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in collector.messages)
     await eventually(lambda: unpublished(bus.database) == 0)
 
