@@ -354,6 +354,8 @@ def demo() -> None:
     from ari_apps.runtime import AriRuntime
     from routing.app import build as build_routing
     from softswitch.demo import seed
+    from softswitch.events.consumer import CdrConsumer
+    from softswitch.events.relay import OutboxRelay
     from softswitch.metrics import start_metrics_server
 
     settings = _settings()
@@ -378,17 +380,22 @@ def demo() -> None:
                 " --caller 1001 --callee 89161234567`.",
                 f"  Routing service: {settings.routing.url}; metrics:"
                 f" http://{settings.metrics.host}:{settings.metrics.port}/metrics",
+                "  Events: `softswitch events tail`; CDRs: table cdr.",
                 "  Stop: Ctrl-C (our services); `softswitch stack down` (the stack).",
             ]
         )
     )
     routing = build_routing(settings)
     ari_apps = AriRuntime(settings.ari, select_apps(settings.ari.apps))
+    relay = OutboxRelay(settings.database.url, settings.amqp)
+    cdr = CdrConsumer(settings.database.url, settings.amqp)
 
     async def run(stop: asyncio.Event) -> None:
         metrics = await start_metrics_server(settings.metrics)
         try:
-            await asyncio.gather(routing.run(stop), ari_apps.run(stop))
+            await asyncio.gather(
+                routing.run(stop), ari_apps.run(stop), relay.run(stop), cdr.run(stop)
+            )
         finally:
             if metrics:
                 await metrics.cleanup()
