@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -313,3 +315,39 @@ async def test_relay_killed_between_publish_and_mark_sent_loses_nothing(bus: Bus
         assert relay.wait(10) == 0
     assert set(collector.event_ids) == {str(e.event_id) for e in events}
     assert len(collector.event_ids) > len(events)  # the killed relay's batch came twice
+
+
+async def test_tail_prints_live_events_of_its_key(bus: Bus) -> None:
+    env = {
+        **os.environ,
+        "SOFTSWITCH_AMQP_URL": bus.amqp.url.get_secret_value(),
+        "SOFTSWITCH_AMQP_EXCHANGE": bus.amqp.exchange,
+    }
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "softswitch", "events", "tail", "--key", "call.#", "--json",
+        env=env, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(1.5)  # its queue is bound
+        ended = call_events("tailed")[-1]
+        other = EXAMPLES[7]  # acd.waiter.joined: not under call.#
+        write_events(bus.database, [other, ended])
+        bus.start(OutboxRelay(bus.database.url, bus.amqp).run)
+        assert tail.stdout is not None
+        line = await asyncio.wait_for(tail.stdout.readline(), 10)
+    finally:
+        tail.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(tail.wait(), 10)
+    assert parse_event(line) == ended
+
+
+def test_schema_writes_one_json_schema_per_event(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "softswitch", "events", "schema", str(tmp_path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == sorted(f"{e.routing_key}.json" for e in EXAMPLES)
+    ended = json.loads((tmp_path / "call.ended.json").read_text())
+    assert {"disposition", "wait_seconds", "event_id", "call_id"} <= ended["properties"].keys()
