@@ -41,6 +41,7 @@ from ari_apps.models import (
     parse_event,
 )
 from softswitch.logs import call_context, event
+from softswitch.reconnect import keep_connected
 from softswitch.settings import AriSettings
 
 log = logging.getLogger("softswitch.ari")
@@ -59,11 +60,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def reconnect_delay(attempt: int, *, minimum: float, maximum: float) -> float:
-    """Exponential backoff: minimum, 2x, 4x, ... capped at maximum."""
-    return float(min(maximum, minimum * 2 ** min(attempt, 30)))
 
 
 class CommandExecutor(Protocol):
@@ -178,25 +174,19 @@ class AriRuntime:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, reconnecting whenever Asterisk goes away."""
-        attempt = 0
-        while not stop.is_set():
-            ARI_RECONNECTS.inc()
-            try:
-                client = await self._connect(self._settings)
-            except (OSError, aiohttp.ClientError, web_exceptions.HTTPError, ValueError) as exc:
-                delay = reconnect_delay(
-                    attempt,
-                    minimum=self._settings.reconnect_min_seconds,
-                    maximum=self._settings.reconnect_max_seconds,
-                )
-                log.warning("ARI unreachable (%s); retrying in %.1fs", exc, delay)
-                attempt += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                continue
-            attempt = 0
-            await self._serve(client, stop)
+        await keep_connected(
+            self._session,
+            stop,
+            what="ARI",
+            failures=(OSError, aiohttp.ClientError, web_exceptions.HTTPError, ValueError),
+            minimum=self._settings.reconnect_min_seconds,
+            maximum=self._settings.reconnect_max_seconds,
+        )
         await self._finish_calls()
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        ARI_RECONNECTS.inc()
+        await self._serve(await self._connect(self._settings), stop)
 
     async def _serve(self, client: Any, stop: asyncio.Event) -> None:
         self._client = client

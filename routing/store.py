@@ -10,7 +10,6 @@ last good table keeps serving and the loader reconnects with backoff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import logging
@@ -26,6 +25,7 @@ from pydantic import ValidationError
 
 from routing.models import RouteSpec
 from routing.table import RouteTable
+from softswitch.reconnect import keep_connected
 
 log = logging.getLogger("softswitch.routing.store")
 
@@ -247,24 +247,18 @@ class RouteLoader:
         self._version = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        while not stop.is_set():
-            try:
-                await self._listen_and_reload(stop)
-                attempt = 0
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                DATABASE_UP.set(0)
-                RELOAD_ERRORS.inc()
-                delay = min(5.0, 0.2 * 2**attempt)
-                attempt += 1
-                log.warning(
-                    "route database unavailable (%s); serving table version %d, retry in %.1fs",
-                    str(exc).strip(),
-                    self.table.version,
-                    delay,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+        await keep_connected(
+            self._listen_and_reload,
+            stop,
+            what="route loader",
+            failures=(psycopg.OperationalError, psycopg.InterfaceError),
+            on_failure=self._database_lost,
+        )
+
+    def _database_lost(self, _: BaseException) -> None:
+        DATABASE_UP.set(0)
+        RELOAD_ERRORS.inc()
+        log.warning("route database unavailable; serving table version %d", self.table.version)
 
     async def _listen_and_reload(self, stop: asyncio.Event) -> None:
         async with await psycopg.AsyncConnection.connect(

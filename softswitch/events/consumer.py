@@ -28,6 +28,7 @@ from softswitch.events.broker import (
 )
 from softswitch.events.cdr import COLUMNS, CallRecord, fold
 from softswitch.events.models import Event, MalformedEvent, parse_event
+from softswitch.reconnect import keep_connected
 from softswitch.settings import AmqpSettings
 
 log = logging.getLogger("softswitch.events.cdr")
@@ -85,22 +86,7 @@ class CdrConsumer:
         self._prefetch = prefetch
 
     async def run(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        while not stop.is_set():
-            try:
-                await self._consume(stop)
-                attempt = 0
-            except CONNECTION_FAILURES as exc:
-                delay = min(5.0, 0.2 * 2**attempt)
-                attempt += 1
-                log.warning(
-                    "CDR consumer interrupted (%s: %s); retry in %.1fs",
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+        await keep_connected(self._consume, stop, what="CDR consumer", failures=CONNECTION_FAILURES)
 
     async def _consume(self, stop: asyncio.Event) -> None:
         database: psycopg.Connection[Any] = await asyncio.to_thread(

@@ -21,6 +21,7 @@ import psycopg
 from prometheus_client import Counter, Gauge
 
 from softswitch.events.broker import CONNECTION_FAILURES, declare_topology
+from softswitch.reconnect import keep_connected
 from softswitch.settings import AmqpSettings
 
 log = logging.getLogger("softswitch.events.relay")
@@ -53,22 +54,16 @@ class OutboxRelay:
         self._backlog_checked = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        while not stop.is_set():
-            try:
-                await self._relay(stop)
-                attempt = 0
-            except CONNECTION_FAILURES as exc:
-                BROKER_UP.set(0)
-                RELAY_ACTIVE.set(0)
-                RELAY_ERRORS.inc()
-                delay = min(5.0, 0.2 * 2**attempt)
-                attempt += 1
-                log.warning(
-                    "relay interrupted (%s: %s); retry in %.1fs", type(exc).__name__, exc, delay
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+        await keep_connected(
+            self._relay, stop, what="relay", failures=CONNECTION_FAILURES,
+            on_failure=self._disconnected,
+        )  # fmt: skip
+
+    @staticmethod
+    def _disconnected(_: BaseException) -> None:
+        BROKER_UP.set(0)
+        RELAY_ACTIVE.set(0)
+        RELAY_ERRORS.inc()
 
     async def _relay(self, stop: asyncio.Event) -> None:
         async with await psycopg.AsyncConnection.connect(

@@ -7,7 +7,7 @@ from ari_apps.models import (
     event_channel_id,
     parse_event,
 )
-from ari_apps.runtime import reconnect_delay
+from softswitch.reconnect import backoff_delay
 
 pytestmark = pytest.mark.unit
 
@@ -57,6 +57,6 @@ def test_a_malformed_known_event_raises_a_clear_error() -> None:
 
 
 def test_reconnect_backoff_doubles_up_to_the_cap() -> None:
-    delays = [reconnect_delay(n, minimum=0.5, maximum=10) for n in range(8)]
+    delays = [backoff_delay(n, minimum=0.5, maximum=10) for n in range(8)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
-    assert reconnect_delay(10_000, minimum=0.5, maximum=10) == 10
+    assert backoff_delay(10_000, minimum=0.5, maximum=10) == 10
