@@ -27,35 +27,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import psycopg
-from psycopg import sql
 
-from softswitch import db
+from softswitch.db import temporary_database
 from softswitch.events.broker import declare_consumer_queue, declare_topology
 from softswitch.events.models import CallRinging
 from softswitch.events.outbox import add_events
 from softswitch.settings import AmqpSettings, DatabaseSettings, load_settings
-
-
-@contextmanager
-def scratch_database() -> Iterator[DatabaseSettings]:
-    admin = load_settings().database.url
-    name = f"softswitch_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database = DatabaseSettings(url=urlunsplit(urlsplit(admin)._replace(path=f"/{name}")))
-    try:
-        db.upgrade(database)
-        yield database
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
 
 TABLE_HEADER = (
     "| test | events/s written | events/s delivered | backlog | lag p50 ms | lag p99 ms |\n"
@@ -103,7 +83,7 @@ async def run(args: argparse.Namespace) -> None:
     settings = load_settings()
     exchange = f"softswitch.bench.{secrets.token_hex(4)}"
     amqp = AmqpSettings(url=settings.amqp.url, exchange=exchange)
-    with scratch_database() as database:
+    with temporary_database(settings.database, prefix="softswitch_bench") as database:
         connection = await aio_pika.connect(amqp.url.get_secret_value())
         async with connection:
             channel = await connection.channel()

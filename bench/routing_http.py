@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import signal
 import socket
 import statistics
@@ -28,17 +27,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
-from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from routing_engine import calls_for, realistic_table
 
 from routing.store import apply_import
-from softswitch import db
+from softswitch.db import temporary_database
 from softswitch.settings import DatabaseSettings, load_settings
 
 TRIVIAL_SERVER = """
@@ -63,21 +61,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def scratch_database(routes: int) -> Iterator[DatabaseSettings]:
-    admin = load_settings().database.url
-    name = f"softswitch_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database = DatabaseSettings(url=urlunsplit(urlsplit(admin)._replace(path=f"/{name}")))
-    try:
-        db.upgrade(database)
+def database_with_routes(routes: int) -> Iterator[DatabaseSettings]:
+    admin = load_settings().database
+    with temporary_database(admin, prefix="softswitch_bench") as database:
         rows, _ = realistic_table(routes, random.Random(7))
         with psycopg.connect(database.url) as conn:
             apply_import(conn, [spec for _, spec in rows], replace=False)
         yield database
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -199,7 +189,7 @@ def main() -> None:
         "| server | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU us/request | errors |"
     )
     print("|---|---|---|---|---|---|---|")
-    with scratch_database(args.routes) as database:
+    with database_with_routes(args.routes) as database:
         env = {
             "SOFTSWITCH_DATABASE_URL": database.url,
             "SOFTSWITCH_ROUTING_PORT": str(routing_port),

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 from softswitch.settings import DatabaseSettings
 
@@ -112,3 +117,21 @@ def applied_migrations(settings: DatabaseSettings) -> list[tuple[int, str, str]]
             "SELECT version, name, applied_at::text FROM schema_migration ORDER BY version"
         ).fetchall()
     return [(int(v), str(n), str(t)) for v, n, t in rows]
+
+
+@contextmanager
+def temporary_database(
+    admin: DatabaseSettings, *, prefix: str, migrate: bool = True
+) -> Iterator[DatabaseSettings]:
+    """A database of its own beside ``admin``'s (for tests and benchmarks), dropped after."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(admin.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    database = DatabaseSettings(url=urlunsplit(urlsplit(admin.url)._replace(path=f"/{name}")))
+    try:
+        if migrate:
+            upgrade(database)
+        yield database
+    finally:
+        with psycopg.connect(admin.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

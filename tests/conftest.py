@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
-from psycopg import sql
 
+from softswitch.db import temporary_database
 from softswitch.settings import DatabaseSettings, Settings, load_settings
 
 
@@ -24,11 +21,5 @@ def host_settings() -> Settings:
 @pytest.fixture
 def scratch_database(host_settings: Settings) -> Iterator[DatabaseSettings]:
     """An empty database of its own for one test, dropped afterwards."""
-    name = f"softswitch_it_{secrets.token_hex(4)}"
-    admin_url = host_settings.database.url
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    parts = urlsplit(admin_url)
-    yield DatabaseSettings(url=urlunsplit(parts._replace(path=f"/{name}")))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with temporary_database(host_settings.database, prefix="softswitch_it", migrate=False) as db:
+        yield db

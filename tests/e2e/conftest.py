@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -13,14 +12,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
 
-from softswitch.settings import DatabaseSettings, Settings, load_settings
+from softswitch.db import temporary_database
+from softswitch.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,25 +146,16 @@ class RoutingServiceHandle:
 def routing_service(
     stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RoutingServiceHandle]:
-    from softswitch import db
-
-    name = f"softswitch_e2e_{secrets.token_hex(4)}"
-    admin_url = stack_settings.database.url
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database = DatabaseSettings(url=urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}")))
-    db.upgrade(database)
-    handle = RoutingServiceHandle(
-        stack_settings, database.url, tmp_path_factory.mktemp("routing") / "routing.log"
-    )
-    handle.start()
-    try:
-        handle.add_routes(CATCH_ALL_TO_SMOKE)
-        yield handle
-    finally:
-        handle.stop()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with temporary_database(stack_settings.database, prefix="softswitch_e2e") as database:
+        handle = RoutingServiceHandle(
+            stack_settings, database.url, tmp_path_factory.mktemp("routing") / "routing.log"
+        )
+        handle.start()
+        try:
+            handle.add_routes(CATCH_ALL_TO_SMOKE)
+            yield handle
+        finally:
+            handle.stop()
 
 
 @pytest.fixture
