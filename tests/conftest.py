@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+# Imported at collection, not lazily by hypothesis' own plugin at session end: there pytest
+# rewrites it from a deep stack and CPython 3.11's ast.parse fails with "AST constructor
+# recursion depth mismatch", failing a run whose tests all passed.
+import hypothesis  # noqa: F401
 import pytest
 
 from softswitch.db import temporary_database

@@ -17,7 +17,9 @@ from collections import deque
 from typing import Any
 
 import aio_pika
+import aiormq
 import psycopg
+from pamqp.commands import Basic
 from prometheus_client import Counter, Gauge
 
 from softswitch.events.broker import CONNECTION_FAILURES, declare_topology
@@ -42,8 +44,8 @@ class OutboxRelay:
         database_url: str,
         amqp: AmqpSettings,
         *,
-        batch_size: int = 500,
-        max_in_flight: int = 8,
+        batch_size: int = 2000,
+        max_in_flight: int = 4,
         idle_poll_seconds: float = 1.0,
     ) -> None:
         self._database_url = database_url
@@ -76,15 +78,15 @@ class OutboxRelay:
             connection = await aio_pika.connect(self._amqp.url.get_secret_value(), timeout=5)
             async with connection:
                 channel = await connection.channel(publisher_confirms=True)
-                topology = await declare_topology(channel, self._amqp.exchange)
+                await declare_topology(channel, self._amqp.exchange)
                 BROKER_UP.set(1)
                 log.info("relay publishing to %s", self._amqp.exchange)
-                await self._pipeline(conn, topology.events, stop)
+                await self._pipeline(conn, await channel.get_underlay_channel(), stop)
 
     async def _pipeline(
         self,
         conn: psycopg.AsyncConnection[Any],
-        exchange: aio_pika.abc.AbstractExchange,
+        channel: aiormq.abc.AbstractChannel,
         stop: asyncio.Event,
     ) -> None:
         """Keep up to ``max_in_flight`` batches awaiting confirms; mark them sent in order.
@@ -99,7 +101,7 @@ class OutboxRelay:
                 rows = await self._next_rows(conn, after=last_sent)
                 if rows:
                     last_sent = rows[-1][0]
-                    in_flight.append(([row[0] for row in rows], self._publish(exchange, rows)))
+                    in_flight.append(([row[0] for row in rows], self._publish(channel, rows)))
                 partial = len(rows) < self._batch_size
                 while in_flight and (
                     partial or in_flight[0][1].done() or len(in_flight) > self._max_in_flight
@@ -118,6 +120,8 @@ class OutboxRelay:
         finally:
             for _, confirmed in in_flight:
                 confirmed.cancel()
+            # Unconfirmed batches stay unmarked and are published again later.
+            await asyncio.gather(*(f for _, f in in_flight), return_exceptions=True)
 
     async def _take_lock(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> bool:
         while not stop.is_set():
@@ -143,26 +147,29 @@ class OutboxRelay:
             )
         ).fetchall()
 
-    @staticmethod
     def _publish(
-        exchange: aio_pika.abc.AbstractExchange, rows: list[tuple[Any, ...]]
+        self, channel: aiormq.abc.AbstractChannel, rows: list[tuple[Any, ...]]
     ) -> asyncio.Future[Any]:
-        """Send a batch now; the future completes when the broker confirmed all of it."""
+        """Send a batch now; the future completes when the broker confirmed all of it.
+
+        Straight on the aiormq channel under aio-pika: aio-pika's Message and publish
+        wrappers cost ~5x more CPU per event, which capped the relay at ~1,600 events/s.
+        """
         return asyncio.gather(
             *(
-                exchange.publish(
-                    aio_pika.Message(
-                        payload.encode(),
+                channel.basic_publish(
+                    payload.encode(),
+                    exchange=self._amqp.exchange,
+                    routing_key=routing_key,
+                    properties=Basic.Properties(
                         message_id=str(event_id),
-                        type=routing_key,
+                        message_type=routing_key,
                         content_type="application/json",
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        delivery_mode=2,  # persistent
                         # Integers: AMQP would carry a float header as 32 bits.
                         headers={"x-outbox-id": outbox_id, "x-created-at-us": created_us},
                     ),
-                    routing_key=routing_key,
-                    mandatory=False,  # unroutable events go to the alternate exchange
-                )
+                )  # not mandatory: unroutable events go to the alternate exchange
                 for outbox_id, event_id, routing_key, payload, created_us in rows
             )
         )
