@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import aio_pika
 import psycopg
