@@ -168,9 +168,5 @@ class StartTimer(_Frozen):
     seconds: float = Field(gt=0)
 
 
-class CancelTimer(_Frozen):
-    name: str
-
-
-Command = Answer | Play | Hangup | StartTimer | CancelTimer
+Command = Answer | Play | Hangup | StartTimer
 CallEvent = AriEvent | TimerFired

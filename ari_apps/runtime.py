@@ -28,7 +28,6 @@ from ari_apps.models import (
     Answer,
     AriEvent,
     CallEvent,
-    CancelTimer,
     Command,
     Hangup,
     MalformedEvent,
@@ -84,7 +83,7 @@ class AriCommandExecutor:
                 await channels.playWithId(channelId=channel_id, playbackId=playback_id, media=media)
             case Hangup(channel_id=channel_id, reason=reason):
                 await channels.hangup(channelId=channel_id, reason=reason)
-            case StartTimer() | CancelTimer():
+            case StartTimer():
                 raise TypeError("timers are the call worker's, not ARI's")
 
 
@@ -115,10 +114,6 @@ class CallWorker:
         for command in transition.commands:
             if isinstance(command, StartTimer):
                 self._start_timer(command)
-            elif isinstance(command, CancelTimer):
-                handle = self._timers.pop(command.name, None)
-                if handle:
-                    handle.cancel()
             else:
                 try:
                     await self.executor.execute(command)
