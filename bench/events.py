@@ -1,5 +1,6 @@
 """Event bus benchmark: outbox -> relay -> RabbitMQ -> consumer, with publisher confirms.
 
+0. The relay alone: the outbox is filled first, then the relay starts and drains it.
 1. Sustained throughput: a writer commits events into the outbox as fast as it can for
    ``--seconds`` while the relay (its own process, `softswitch events relay`) publishes and a
    consumer receives; reports events/s written, delivered, and the backlog left.
@@ -95,6 +96,14 @@ async def write_in_process(database: DatabaseSettings, seconds: float, rate: flo
     return int(written.value)
 
 
+def unpublished(database: DatabaseSettings) -> int:
+    with psycopg.connect(database.url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM event_outbox WHERE published_at IS NULL"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def published_per_second(database: DatabaseSettings, seconds: float) -> float:
     """Events the relay got confirmed during the last ``seconds`` (from published_at)."""
     with psycopg.connect(database.url) as conn:
@@ -121,15 +130,34 @@ async def run(args: argparse.Namespace) -> None:
             )
             receiver = Receiver()
             await queue.consume(receiver.take)
-            relay = subprocess.Popen(
-                [sys.executable, "-m", "softswitch", "events", "relay"],
-                env={**os.environ, "SOFTSWITCH_DATABASE_URL": database.url,
-                     "SOFTSWITCH_AMQP_EXCHANGE": exchange, "SOFTSWITCH_LOG_LEVEL": "WARNING"},
-            )  # fmt: skip
+            env = {
+                **os.environ,
+                "SOFTSWITCH_DATABASE_URL": database.url,
+                "SOFTSWITCH_AMQP_EXCHANGE": exchange,
+                "SOFTSWITCH_LOG_LEVEL": "WARNING",
+            }
+            command = [sys.executable, "-m", "softswitch", "events", "relay"]
+            print(TABLE_HEADER)
+            relay = subprocess.Popen(command, env=env)
             try:
-                print(TABLE_HEADER)
+                await fixed_rate(database, receiver, args)  # first: a fresh broker and queue
+            finally:
+                relay.send_signal(signal.SIGTERM)
+                relay.wait(20)
+            before = receiver.count
+            queued = await write_in_process(database, 4.0, None)  # while no relay runs
+            started = time.monotonic()
+            relay = subprocess.Popen(command, env=env)
+            try:
+                while unpublished(database) > 0 and time.monotonic() - started < 120:
+                    await asyncio.sleep(0.05)
+                drained = time.monotonic() - started
+                await drain(receiver, before + queued)
+                print(
+                    f"| relay alone: drain {queued:,} queued events | - | {queued / drained:,.0f}"
+                    f" | {queued / (time.monotonic() - started):,.0f} | 0 | - | - |"
+                )
                 await sustained(database, receiver, args)
-                await fixed_rate(database, receiver, args)
             finally:
                 relay.send_signal(signal.SIGTERM)
                 relay.wait(20)
