@@ -108,15 +108,24 @@ def ari(
     _run_ari_apps(settings, apps or settings.ari.apps)
 
 
-def _serve_until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run a service coroutine until SIGTERM or SIGINT sets its stop event."""
+def _serve_until_signal(
+    run: Callable[[asyncio.Event], Awaitable[None]], metrics: MetricsSettings | None
+) -> None:
+    """Run a service coroutine until SIGTERM or SIGINT sets its stop event, with its
+    /metrics listener when ``metrics`` names a port."""
+    from softswitch.metrics import start_metrics_server
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await run(stop)
+        listener = await start_metrics_server(metrics) if metrics else None
+        try:
+            await run(stop)
+        finally:
+            if listener:
+                await listener.cleanup()
 
     # uvloop: the event loop's own cost per request is a third of what asyncio's is, and
     # the routing service answers Kamailio once per call.
@@ -129,7 +138,7 @@ def routing_service() -> None:
     from routing.app import build
 
     settings = _settings()
-    _serve_until_signal(build(settings).run)
+    _serve_until_signal(build(settings).run, settings.metrics)
 
 
 @routes_app.command("import")
@@ -258,23 +267,13 @@ def routes_errors() -> None:
 def _run_ari_apps(settings: Settings, names: list[str]) -> None:
     from ari_apps.registry import select_apps
     from ari_apps.runtime import AriRuntime
-    from softswitch.metrics import start_metrics_server
 
     try:
         specs = select_apps(names)
     except KeyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
-
-    async def run(stop: asyncio.Event) -> None:
-        metrics = await start_metrics_server(settings.metrics)
-        try:
-            await AriRuntime(settings.ari, specs).run(stop)
-        finally:
-            if metrics:
-                await metrics.cleanup()
-
-    _serve_until_signal(run)
+    _serve_until_signal(AriRuntime(settings.ari, specs).run, settings.metrics)
 
 
 events_app = typer.Typer(no_args_is_help=True, help="Call events on RabbitMQ and CDRs.")
@@ -287,7 +286,7 @@ def events_relay() -> None:
     from softswitch.events.relay import OutboxRelay
 
     settings = _settings()
-    _serve_until_signal(OutboxRelay(settings.database.url, settings.amqp).run)
+    _serve_until_signal(OutboxRelay(settings.database.url, settings.amqp).run, settings.metrics)
 
 
 @events_app.command("cdr")
@@ -296,7 +295,7 @@ def events_cdr() -> None:
     from softswitch.events.consumer import CdrConsumer
 
     settings = _settings()
-    _serve_until_signal(CdrConsumer(settings.database.url, settings.amqp).run)
+    _serve_until_signal(CdrConsumer(settings.database.url, settings.amqp).run, settings.metrics)
 
 
 @events_app.command("tail")
@@ -308,7 +307,8 @@ def events_tail(
     from softswitch.events.tail import tail
 
     settings = _settings()
-    _serve_until_signal(lambda stop: tail(settings.amqp, key, as_json=as_json, stop=stop))
+    # No /metrics: a person's tail must not take the port of the service it watches.
+    _serve_until_signal(lambda stop: tail(settings.amqp, key, as_json=as_json, stop=stop), None)
 
 
 @events_app.command("schema")
@@ -356,7 +356,6 @@ def demo() -> None:
     from softswitch.demo import seed
     from softswitch.events.consumer import CdrConsumer
     from softswitch.events.relay import OutboxRelay
-    from softswitch.metrics import start_metrics_server
 
     settings = _settings()
     try:
@@ -391,16 +390,9 @@ def demo() -> None:
     cdr = CdrConsumer(settings.database.url, settings.amqp)
 
     async def run(stop: asyncio.Event) -> None:
-        metrics = await start_metrics_server(settings.metrics)
-        try:
-            await asyncio.gather(
-                routing.run(stop), ari_apps.run(stop), relay.run(stop), cdr.run(stop)
-            )
-        finally:
-            if metrics:
-                await metrics.cleanup()
+        await asyncio.gather(routing.run(stop), ari_apps.run(stop), relay.run(stop), cdr.run(stop))
 
-    _serve_until_signal(run)
+    _serve_until_signal(run, settings.metrics)
 
 
 @accounts_app.command("add")

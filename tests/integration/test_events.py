@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import httpx
 import psycopg
 import pytest
 
@@ -35,7 +36,7 @@ from softswitch.events.models import (
 from softswitch.events.outbox import add_events
 from softswitch.events.relay import OutboxRelay
 from softswitch.settings import AmqpSettings, DatabaseSettings, Settings
-from tests.integration.conftest import PrivateRabbitMQ
+from tests.integration.conftest import PrivateRabbitMQ, free_tcp_port
 
 pytestmark = pytest.mark.integration
 
@@ -135,6 +136,13 @@ def call_events(call_id: str, *, talk: float = 30.0) -> list[Event]:
             occurred_at=started.occurred_at + timedelta(seconds=4 + talk),
         ),
     ]  # fmt: skip
+
+
+def metrics(port: int) -> str:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+    except httpx.HTTPError:
+        return ""
 
 
 def unpublished(database: DatabaseSettings) -> int:
@@ -306,10 +314,17 @@ async def test_relay_killed_between_publish_and_mark_sent_loses_nothing(bus: Bus
             )
         blocker.rollback()
     assert unpublished(bus.database) == len(events)  # nothing was marked sent
-    relay = subprocess.Popen([sys.executable, "-m", "softswitch", "events", "relay"], env=env)
+    metrics_port = free_tcp_port()
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "softswitch", "events", "relay"],
+        env={**env, "SOFTSWITCH_METRICS_PORT": str(metrics_port)},
+    )
     try:
         await eventually(lambda: unpublished(bus.database) == 0, timeout=30)
         await eventually(lambda: len(set(collector.event_ids)) == len(events))
+        # The relay process serves its own metrics: the backlog is back to zero.
+        await eventually(lambda: "softswitch_events_outbox_backlog 0.0" in metrics(metrics_port))
+        assert f"softswitch_events_published_total {float(len(events))}" in metrics(metrics_port)
     finally:
         relay.send_signal(signal.SIGTERM)
         assert relay.wait(10) == 0
