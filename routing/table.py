@@ -48,13 +48,12 @@ def literal_prefix(mask: str) -> str:
 def literal_prefixes(mask: str) -> tuple[str, ...]:
     """Literal starts of every match: ``^7(495|499)\\d{7}$`` -> ('7495', '7499').
 
-    Falls back to :func:`literal_prefix`; () when nothing can be proven.
+    Without such a group, the one :func:`literal_prefix`; () when nothing can be proven.
     """
-    prefix = literal_prefix(mask)
     if not mask.startswith("^") or _has_top_level_alternation(mask):
         return ()
-    group_start = 1 + len(_read_literal(mask, 1)[1])
-    alternatives = _literal_alternatives(mask, group_start)
+    prefix, raw = _read_literal(mask, 1)
+    alternatives = _literal_alternatives(mask, 1 + len(raw))
     if alternatives and all(alternatives):
         return tuple(prefix + alternative for alternative in alternatives)
     return (prefix,) if prefix else ()
