@@ -13,7 +13,7 @@ import asyncio
 import gc
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ _COLUMNS = (
     " callee_host_mask, rewrite_caller, rewrite_callee, action, destinations, parallel, app,"
     " app_args, reject_code, reject_reason, flags, schedule"
 )
+_SELECT_ROUTES = f"SELECT {_COLUMNS} FROM route ORDER BY priority, id"
 
 
 def spec_from_row(row: dict[str, Any]) -> RouteSpec:
@@ -123,7 +124,7 @@ def validate_rows(rows: Sequence[dict[str, Any]]) -> LoadedRoutes:
 
 def fetch_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cursor:
-        return cursor.execute(f"SELECT {_COLUMNS} FROM route ORDER BY priority, id").fetchall()
+        return cursor.execute(_SELECT_ROUTES).fetchall()
 
 
 def export_specs(conn: psycopg.Connection[Any]) -> list[RouteSpec]:
@@ -236,15 +237,12 @@ class RouteLoader:
         *,
         debounce_seconds: float = 0.05,
         health_interval_seconds: float = 5.0,
-        on_swap: Callable[[RouteTable], None] | None = None,
     ) -> None:
         self._url = database_url
         self._debounce = debounce_seconds
         self._health_interval = health_interval_seconds
-        self._on_swap = on_swap
         self.table = RouteTable.compile([])
         self.loaded = asyncio.Event()
-        self._version = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         await keep_connected(
@@ -281,10 +279,9 @@ class RouteLoader:
 
     async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
         async with conn.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(f"SELECT {_COLUMNS} FROM route ORDER BY priority, id")
+            await cursor.execute(_SELECT_ROUTES)
             rows = await cursor.fetchall()
-        version = self._version + 1
-        loaded, table = await asyncio.to_thread(_compile, rows, version)
+        loaded, table = await asyncio.to_thread(_compile, rows, self.table.version + 1)
         async with conn.transaction():
             await conn.execute("DELETE FROM route_load_error")
             for route_id, name, reason in loaded.bad:
@@ -295,23 +292,20 @@ class RouteLoader:
                 )
         for route_id, name, reason in loaded.bad:
             log.error("route id %d %r skipped: %s", route_id, name, reason)
-        self._version = version
         self.table = table
         # The table is long-lived: keep the cyclic GC from walking its ~10 objects per route
         # on every full collection (pauses of milliseconds at 100k routes). Refcounting still
         # frees the previous table.
         gc.freeze()
-        TABLE_VERSION.set(version)
+        TABLE_VERSION.set(table.version)
         TABLE_ROUTES.set(len(table.routes))
         BAD_ROWS.set(len(loaded.bad))
         log.info(
             "route table version %d: %d routes, %d skipped",
-            version,
+            table.version,
             len(table.routes),
             len(loaded.bad),
         )
-        if self._on_swap:
-            self._on_swap(table)
         self.loaded.set()
 
 
