@@ -47,15 +47,16 @@ _UPSERT = (
 
 def fold_batch(conn: psycopg.Connection[Any], events: list[Event]) -> tuple[int, int]:
     """Fold events into CDRs in the caller's transaction; (folded, duplicates)."""
+    # A redelivered copy can sit in the same batch as the original: keep one per id.
+    unique = list({event.event_id: event for event in events}.values())
     with conn.cursor(row_factory=dict_row) as cursor:
-        ids = [event.event_id for event in events]
         cursor.execute(
             "INSERT INTO cdr_event_seen (event_id) SELECT unnest(%s::uuid[])"
             " ON CONFLICT DO NOTHING RETURNING event_id",
-            (ids,),
+            ([event.event_id for event in unique],),
         )
         fresh = {row["event_id"] for row in cursor.fetchall()}
-        new_events = [e for e in events if e.event_id in fresh and e.call_id is not None]
+        new_events = [e for e in unique if e.event_id in fresh and e.call_id is not None]
         call_ids = sorted({e.call_id for e in new_events if e.call_id})
         cursor.execute(
             f"SELECT {', '.join(COLUMNS)} FROM cdr WHERE call_id = ANY(%s) ORDER BY call_id"

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from softswitch.events.broker import declare_consumer_queue, declare_topology
-from softswitch.events.consumer import CdrConsumer
+from softswitch.events.consumer import CdrConsumer, fold_batch
 from softswitch.events.examples import EXAMPLES
 from softswitch.events.models import (
     CallAnswered,
@@ -366,3 +366,12 @@ def test_schema_writes_one_json_schema_per_event(tmp_path: Path) -> None:
     assert files == sorted(f"{e.routing_key}.json" for e in EXAMPLES)
     ended = json.loads((tmp_path / "call.ended.json").read_text())
     assert {"disposition", "wait_seconds", "event_id", "call_id"} <= ended["properties"].keys()
+
+
+def test_a_duplicate_inside_one_batch_is_folded_once(migrated_database: DatabaseSettings) -> None:
+    events = call_events("dup-in-batch")
+    with psycopg.connect(migrated_database.url) as conn, conn.transaction():
+        folded, duplicates = fold_batch(conn, [*events, events[2], events[3]])
+    assert (folded, duplicates) == (4, 2)
+    with psycopg.connect(migrated_database.url) as conn:
+        assert conn.execute("SELECT events, talk_seconds FROM cdr").fetchall() == [(4, 30.0)]
