@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -54,10 +55,12 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def wait_for(check: object, *, what: str, timeout: float, interval: float = 0.2) -> None:
+def wait_for(
+    check: Callable[[], bool], *, what: str, timeout: float, interval: float = 0.2
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(check) and check():
+        if check():
             return
         time.sleep(interval)
     raise StackError(f"{what} not ready after {timeout:.0f}s")

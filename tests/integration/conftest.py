@@ -20,6 +20,7 @@ import pytest
 
 from softswitch import db
 from softswitch.settings import DatabaseSettings
+from softswitch.stack.host import port_open
 
 
 def free_tcp_port() -> int:
@@ -134,7 +135,7 @@ class PrivateRabbitMQ:
             stdout=(self.home / "server.log").open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 60
-        while not _port_open(self.port):
+        while not port_open("127.0.0.1", self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((self.home / "server.log").read_text()[-3000:])
             time.sleep(0.1)
@@ -150,16 +151,10 @@ class PrivateRabbitMQ:
                 os.kill(pid, signal.SIGTERM)
         self.process.wait(30)
         deadline = time.monotonic() + 30
-        while _port_open(self.port) or (pid and Path(f"/proc/{pid}").exists()):
+        while port_open("127.0.0.1", self.port) or (pid and Path(f"/proc/{pid}").exists()):
             assert time.monotonic() < deadline, "private RabbitMQ did not stop"
             time.sleep(0.1)
         self.process = None
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
