@@ -32,7 +32,6 @@ import contextlib
 import csv
 import dataclasses
 import os
-import random
 import secrets
 import signal
 import socket
@@ -44,19 +43,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import psycopg
-from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from routing_engine import realistic_table
+from common import cpu_seconds, database_with_routes
 
 from routing.models import RouteSpec
-from routing.store import apply_import
-from softswitch import db
-from softswitch.settings import DatabaseSettings, Settings, load_settings
+from softswitch.settings import Settings, load_settings
 from softswitch.stack import services
 from softswitch.stack.host import port_open
 
@@ -64,7 +58,6 @@ REPO = Path(__file__).resolve().parents[1]
 UAS_SCENARIO = REPO / "tests" / "e2e" / "scenarios" / "uas_no180.xml"
 # A DID-like callee, routed by a route placed before the realistic table's own routes.
 CALLEE = "74959999999"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_udp_port() -> int:
@@ -73,16 +66,11 @@ def free_udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def process_cpu(pid: int | None) -> float:
     if pid is None:
         return 0.0
     try:
-        return _cpu(pid)
+        return cpu_seconds(pid)
     except OSError:
         return 0.0
 
@@ -95,36 +83,23 @@ def kamailio_cpu() -> float:
             continue
         try:
             if (entry / "comm").read_text().strip() == "kamailio":
-                total += _cpu(int(entry.name))
+                total += cpu_seconds(int(entry.name))
         except OSError:  # exited meanwhile
             continue
     return total
 
 
-@contextmanager
-def scratch_database(admin_url: str, routes: int, uas_port: int) -> Iterator[DatabaseSettings]:
-    name = f"softswitch_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database = DatabaseSettings(url=urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}")))
-    try:
-        db.upgrade(database)
-        rows, _ = realistic_table(routes, random.Random(7))
-        to_uas = RouteSpec.model_validate(
-            {
-                "name": "bench: callee to the sipp UAS",
-                "priority": 1,
-                "match": {"callee": f"^{CALLEE}$"},
-                "action": "relay",
-                "destinations": [f"sip:127.0.0.1:{uas_port}"],
-            }
-        )
-        with psycopg.connect(database.url) as conn:
-            apply_import(conn, [to_uas, *(spec for _, spec in rows)], replace=False)
-        yield database
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+def route_to_uas(uas_port: int) -> RouteSpec:
+    """The benchmark's callee to the sipp UAS, ahead of the realistic table's own routes."""
+    return RouteSpec.model_validate(
+        {
+            "name": "bench: callee to the sipp UAS",
+            "priority": 1,
+            "match": {"callee": f"^{CALLEE}$"},
+            "action": "relay",
+            "destinations": [f"sip:127.0.0.1:{uas_port}"],
+        }
+    )
 
 
 @contextmanager
@@ -354,7 +329,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     with (
         tempfile.TemporaryDirectory(prefix="routing-e2e-") as tmp,
-        scratch_database(settings.database.url, args.routes, uas_port) as database,
+        database_with_routes(args.routes, route_to_uas(uas_port)) as database,
         sipp_uas(uas_port, Path(tmp), int(args.budget) + 120),
     ):
         workdir = Path(tmp)

@@ -30,14 +30,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_seconds, database_with_routes
 from routing_engine import calls_for, realistic_table
-
-from routing.store import apply_import
-from softswitch.db import temporary_database
-from softswitch.settings import DatabaseSettings, load_settings
 
 TRIVIAL_SERVER = """
 import sys
@@ -58,22 +54,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@contextmanager
-def database_with_routes(routes: int) -> Iterator[DatabaseSettings]:
-    admin = load_settings().database
-    with temporary_database(admin, prefix="softswitch_bench") as database:
-        rows, _ = realistic_table(routes, random.Random(7))
-        with psycopg.connect(database.url) as conn:
-            apply_import(conn, [spec for _, spec in rows], replace=False)
-        yield database
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
