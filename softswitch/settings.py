@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -51,7 +52,7 @@ class AriSettings(BaseModel):
     url: str = "http://127.0.0.1:8088/"
     user: str = "softswitch"
     password: SecretStr | None = None
-    apps: list[str] = Field(default_factory=lambda: ["smoke"])
+    apps: list[str] = Field(default_factory=lambda: ["smoke", "multiring", "panel", "sos"])
     reconnect_min_seconds: float = Field(default=0.5, gt=0)
     reconnect_max_seconds: float = Field(default=10.0, gt=0)
 
@@ -66,6 +67,9 @@ class AmiSettings(BaseModel):
 class KamailioSettings(BaseModel):
     jsonrpc_url: str = "http://127.0.0.1:5065/RPC"
     jsonrpc_token: SecretStr | None = None
+    # Per JSON-RPC call (connect + answer): Kamailio answers in about a millisecond, and
+    # callers on a call path (is this panel busy?) must not wait long for a dead one.
+    jsonrpc_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     sip_ip: str = "127.0.0.1"
     sip_port: int = Field(default=5060, ge=1, le=65535)
     sip_domain: str = "127.0.0.1"
@@ -75,7 +79,8 @@ class AsteriskSettings(BaseModel):
     sip_port: int = Field(default=5080, ge=1, le=65535)
     peer_token: SecretStr | None = None
     rtp_start: int = Field(default=10000, ge=1024, le=65535)
-    rtp_end: int = Field(default=10999, ge=1024, le=65535)
+    # Two ports per channel: a 10-leg intercom call holds 22 while it rings.
+    rtp_end: int = Field(default=19999, ge=1024, le=65535)
 
 
 class RoutingSettings(BaseModel):
@@ -92,6 +97,75 @@ class RoutingSettings(BaseModel):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/route"
+
+
+class DirectorySettings(BaseModel):
+    """The flat directory of intercom calls: CRM first when set (PostgreSQL answers when it
+    is slow or down), and the push gateway that wakes mobile apps."""
+
+    crm_url: str | None = None
+    # Part of the caller's wait at the door: past it the call is answered from PostgreSQL.
+    crm_timeout_seconds: float = Field(default=0.3, gt=0, le=10)
+    push_url: str | None = None
+    push_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+    @field_validator("crm_url", "push_url")
+    @classmethod
+    def _http_url_or_none(cls, value: str | None) -> str | None:
+        if not value:  # an empty variable switches the CRM or pushes off
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
+
+
+class MultiringSettings(BaseModel):
+    """Intercom calls to a flat (Stasis app ``multiring``)."""
+
+    ring_seconds: float = Field(default=30.0, gt=0, le=300)
+    # After the ring time: hang up, or ring the fallback (a concierge, a voice mailbox).
+    no_answer: Literal["hangup", "fallback"] = "hangup"
+    fallback: str | None = Field(
+        default=None, description="SIP URI or account rung when nobody in the flat answers"
+    )
+
+    @model_validator(mode="after")
+    def _fallback_named(self) -> MultiringSettings:
+        if self.no_answer == "fallback" and not self.fallback:
+            raise ValueError("no_answer=fallback needs SOFTSWITCH_MULTIRING_FALLBACK")
+        return self
+
+
+class PanelSettings(BaseModel):
+    """Calls towards an intercom panel (Stasis app ``panel``): one at a time per panel."""
+
+    wait_seconds: float = Field(default=30.0, ge=0, le=600)
+    retry_seconds: float = Field(default=2.0, gt=0, le=60)
+    ring_seconds: float = Field(default=45.0, gt=0, le=300)
+
+
+class SosSettings(BaseModel):
+    """The 112 pool of door intercoms (cities and numbers live in PostgreSQL)."""
+
+    # Caller ID of a 112 call from a panel without a city (or an account that is no panel);
+    # None: such a call keeps the panel's own caller ID.
+    fallback_number: str | None = None
+    # Callback window of cities that `softswitch sos import` reads without reservation_minutes.
+    reservation_minutes: int = Field(default=60, ge=1, le=1440)
+    # Where a 112 call goes when the panel has no city (or the pool database is unreachable):
+    # an emergency call is never dropped for a configuration gap.
+    fallback_gateway_uri: str | None = None
+    emergency_number: str = Field(default="112", pattern=r"^[0-9]{2,6}$")
+
+    @field_validator("fallback_number")
+    @classmethod
+    def _e164_or_none(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.fullmatch(r"\+[1-9][0-9]{6,14}", value):
+            raise ValueError(f"not an E.164 number (+79131234567): {value!r}")
+        return value
 
 
 class StackSettings(BaseModel):
@@ -130,6 +204,10 @@ class Settings(BaseSettings):
     kamailio: KamailioSettings = KamailioSettings()
     asterisk: AsteriskSettings = AsteriskSettings()
     routing: RoutingSettings = RoutingSettings()
+    directory: DirectorySettings = DirectorySettings()
+    multiring: MultiringSettings = MultiringSettings()
+    panel: PanelSettings = PanelSettings()
+    sos: SosSettings = SosSettings()
     stack: StackSettings = StackSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from softswitch.kamailio_rpc import KamailioRpcError, call_sync
 from softswitch.settings import Settings
 from softswitch.stack.host import StackError, run, wait_for
 from softswitch.stack.render import ASTERISK_ETC_DIR, KAMAILIO_ETC_DIR
@@ -129,22 +130,10 @@ def asterisk_ready(settings: Settings) -> bool:
     return response.status_code == 200
 
 
-def kamailio_rpc(settings: Settings, method: str, timeout: float = 1.0) -> object:
-    token = settings.kamailio.jsonrpc_token
-    response = httpx.post(
-        settings.kamailio.jsonrpc_url,
-        json={"jsonrpc": "2.0", "method": method, "id": 1},
-        headers={"Authorization": f"Bearer {token.get_secret_value() if token else ''}"},
-        timeout=timeout,
-    )
-    response.raise_for_status()
-    return response.json().get("result")
-
-
 def kamailio_ready(settings: Settings) -> bool:
     try:
-        kamailio_rpc(settings, "core.version")
-    except (httpx.HTTPError, ValueError):
+        call_sync(settings.kamailio, "core.version")
+    except KamailioRpcError:
         return False
     return True
 
