@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import secrets
 import signal
@@ -10,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import psycopg
 import typer
@@ -18,6 +19,9 @@ import uvloop
 
 from softswitch import db, logs
 from softswitch.settings import MetricsSettings, Settings, load_settings
+
+if TYPE_CHECKING:
+    from softswitch.directory.store import KeyedDiff
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -27,10 +31,19 @@ stack_app = typer.Typer(
 )
 accounts_app = typer.Typer(no_args_is_help=True, help="SIP accounts (Kamailio subscriber table).")
 routes_app = typer.Typer(no_args_is_help=True, help="Call routes (table route): JSON in and out.")
+directory_app = typer.Typer(
+    no_args_is_help=True, help="The flat directory: intercom panels, flats and their devices."
+)
 app.add_typer(db_app, name="db")
 app.add_typer(stack_app, name="stack")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(routes_app, name="routes")
+app.add_typer(directory_app, name="directory")
+_T = TypeVar("_T")
+sos_app = typer.Typer(
+    no_args_is_help=True, help="The 112 number pool of door intercoms: cities and numbers."
+)
+app.add_typer(sos_app, name="sos")
 
 
 def _settings() -> Settings:
@@ -264,16 +277,254 @@ def routes_errors() -> None:
     typer.echo("no skipped routes")
 
 
+def _refuse_import_errors(errors: list[str]) -> None:
+    """Print every error of an import file and exit 1, when there are any."""
+    if errors:
+        for error in errors:
+            typer.echo(f"error: {error}", err=True)
+        typer.echo(f"{len(errors)} error(s); nothing imported", err=True)
+        raise typer.Exit(1)
+
+
+def _refused_by_database(exc: psycopg.errors.IntegrityError) -> typer.Exit:
+    """Say which constraint refused an import (which wrote nothing); raise the result."""
+    # The detail names the record, e.g. "Key (account)=(door-17) already exists."
+    detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
+    typer.echo(
+        f"refused by the database ({exc.diag.constraint_name}):"
+        f" {exc.diag.message_primary}{detail}; nothing imported",
+        err=True,
+    )
+    return typer.Exit(1)
+
+
+def _echo_plan(diffs: dict[tuple[str, str], KeyedDiff[Any]], *, dry_run: bool) -> None:
+    """An import's diff, keyed by (kind, kinds): '+ kind key' lines (keys of several parts
+    joined by spaces), then one count line per kind."""
+    for label in ("+", "~", "-"):
+        for (kind, _), diff in diffs.items():
+            keys = {"+": diff.added, "~": diff.changed, "-": diff.removed}[label]
+            for key in keys:
+                typer.echo(f"{label} {kind} {' '.join(key) if isinstance(key, tuple) else key}")
+    verb = "would change" if dry_run else "changed"
+    for (_, kinds), diff in diffs.items():
+        typer.echo(
+            f"{kinds} {verb}: {len(diff.added)} added, {len(diff.changed)} changed,"
+            f" {len(diff.removed)} removed, {len(diff.unchanged)} unchanged"
+        )
+
+
+@directory_app.command("import")
+def directory_import(
+    file: Annotated[
+        typer.FileText, typer.Argument(help="JSON {panels, flats} as `export` prints ('-' = stdin)")
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show the diff")] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="delete panels and flats that are not in the file")
+    ] = False,
+) -> None:
+    """Validate every panel and flat, then write all of them in one transaction (or none)."""
+    from softswitch.directory.store import (
+        apply_directory_import,
+        current_directory,
+        parse_directory_file,
+        plan_directory_import,
+        unknown_city_problems,
+    )
+
+    settings = _settings()
+    directory, errors = parse_directory_file(file.read())
+    _refuse_import_errors(errors)
+    # Autocommit: the checks' reads must not turn the import's transaction into a savepoint.
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
+        _refuse_import_errors(unknown_city_problems(conn, directory))
+        if dry_run:
+            plan = plan_directory_import(current_directory(conn), directory, replace=replace)
+        else:
+            try:
+                plan = apply_directory_import(conn, directory, replace=replace)
+            except psycopg.errors.IntegrityError as exc:
+                raise _refused_by_database(exc) from exc
+    _echo_plan({("panel", "panels"): plan.panels, ("flat", "flats"): plan.flats}, dry_run=dry_run)
+
+
+@directory_app.command("export")
+def directory_export() -> None:
+    """Print the directory as the JSON `directory import` reads (export then import is a no-op)."""
+    from softswitch.directory.store import export_directory
+
+    settings = _settings()
+    with psycopg.connect(settings.database.url) as conn:
+        document = export_directory(conn)
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@directory_app.command("flat")
+def directory_flat(
+    panel_account: Annotated[str, typer.Argument(help="the panel's SIP account")],
+    dialled: Annotated[str, typer.Argument(help="what was dialled on the panel's keypad")],
+) -> None:
+    """Look up who a panel's call rings, as a call app would (the CRM first when configured)."""
+    from softswitch.directory.crm import open_directory
+    from softswitch.directory.models import FlatLookup
+
+    settings = _settings()
+
+    async def lookup() -> FlatLookup:
+        async with open_directory(settings.directory, settings.database.url) as directory:
+            return await directory.lookup_flat(panel_account, dialled)
+
+    typer.echo(asyncio.run(lookup()).model_dump_json(indent=2))
+
+
+@sos_app.command("import")
+def sos_import(
+    file: Annotated[
+        typer.FileText,
+        typer.Argument(help="JSON {cities, numbers} as `export` prints ('-' = stdin)"),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show the diff")] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="delete cities and numbers that are not in the file")
+    ] = False,
+) -> None:
+    """Validate every city and number, then write all of them in one transaction (or none)."""
+    from softswitch.sos.store import (
+        apply_sos_import,
+        current_pool,
+        parse_sos_file,
+        plan_sos_import,
+        reference_problems,
+    )
+
+    settings = _settings()
+    pool, errors = parse_sos_file(
+        file.read(), default_reservation_minutes=settings.sos.reservation_minutes
+    )
+    _refuse_import_errors(errors)
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
+        current = current_pool(conn)
+        _refuse_import_errors(reference_problems(current, pool, replace=replace))
+        if dry_run:
+            plan = plan_sos_import(current, pool, replace=replace)
+        else:
+            try:
+                plan = apply_sos_import(conn, pool, replace=replace)
+            except psycopg.errors.IntegrityError as exc:
+                raise _refused_by_database(exc) from exc
+    _echo_plan(
+        {("city", "cities"): plan.cities, ("number", "numbers"): plan.numbers}, dry_run=dry_run
+    )
+
+
+@sos_app.command("export")
+def sos_export() -> None:
+    """Print the pool as the JSON `sos import` reads (export then import is a no-op)."""
+    from softswitch.sos.store import export_pool
+
+    settings = _settings()
+    with psycopg.connect(settings.database.url) as conn:
+        document = export_pool(conn)
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _run_sos(operation: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]]) -> _T:
+    """Run one pool operation on its own connection."""
+    settings = _settings()
+
+    async def run() -> _T:
+        async with await psycopg.AsyncConnection.connect(settings.database.url) as conn:
+            return await operation(conn)
+
+    return asyncio.run(run())
+
+
+@sos_app.command("usage")
+def sos_usage() -> None:
+    """Per city: how many numbers are free, reserved (callback window open), leased, blocked."""
+    from softswitch.sos.store import pool_usage
+
+    usage = _run_sos(pool_usage)
+    typer.echo(f"{'city':<20} {'free':>6} {'reserved':>8} {'leased':>6} {'blocked':>7}")
+    for city in usage:
+        typer.echo(
+            f"{city.city_id:<20} {city.free:>6} {city.reserved:>8} {city.leased:>6}"
+            f" {city.blocked:>7}"
+        )
+
+
+@sos_app.command("holders")
+def sos_holders() -> None:
+    """Numbers leased or reserved now: which panel holds each, since when, until when."""
+    from softswitch.sos.store import reservations
+
+    held = _run_sos(reservations)
+    typer.echo(f"{'number':<16} {'status':<8} {'panel (account)':<36} {'since':<20} until")
+    for held_number in held.values():
+        until = held_number.valid_until
+        typer.echo(
+            f"{held_number.number:<16} {held_number.status:<8}"
+            f" {f'{held_number.panel_id} ({held_number.panel_account})':<36}"
+            f" {held_number.since:%Y-%m-%d %H:%M:%S}  "
+            f"{f'{until:%Y-%m-%d %H:%M:%S}' if until else 'end of call'}"
+        )
+
+
+@sos_app.command("release")
+def sos_release(number: Annotated[str, typer.Argument(help="pool number, E.164")]) -> None:
+    """End the lease of a number whatever call holds it; it stays reserved for its panel."""
+    from softswitch.sos.store import release_number
+
+    release = _run_sos(lambda conn: release_number(conn, number=number, call_id=None))
+    if release is None:
+        typer.echo(f"{number} is not leased; nothing released", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"released {number} (call {release.call_id}, panel {release.panel_id});"
+        f" reserved for the panel until {release.reserved_until:%Y-%m-%d %H:%M:%S %Z}"
+    )
+
+
+@sos_app.command("block")
+def sos_block(
+    number: Annotated[str, typer.Argument(help="pool number, E.164")],
+    reason: Annotated[str, typer.Option("--reason", help="why (shown in export and holders)")],
+) -> None:
+    """Never lease a number again (until unblocked); its lease and reservation end now."""
+    from softswitch.sos.store import block_number
+
+    if not reason.strip():
+        typer.echo("--reason must not be blank", err=True)
+        raise typer.Exit(2)
+    blocked = _run_sos(lambda conn: block_number(conn, number=number, reason=reason))
+    if blocked is None:
+        typer.echo(f"{number} is no pool number", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"blocked {number} ({reason})")
+
+
+@sos_app.command("unblock")
+def sos_unblock(number: Annotated[str, typer.Argument(help="pool number, E.164")]) -> None:
+    """Make a blocked number free again."""
+    from softswitch.sos.store import unblock_number
+
+    if _run_sos(lambda conn: unblock_number(conn, number=number)) is None:
+        typer.echo(f"{number} is no blocked pool number", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"unblocked {number}")
+
+
 def _run_ari_apps(settings: Settings, names: list[str]) -> None:
+    from ari_apps.app import run_ari_apps
     from ari_apps.registry import select_apps
-    from ari_apps.runtime import AriRuntime
 
     try:
-        specs = select_apps(names)
+        builders = select_apps(names)
     except KeyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
-    _serve_until_signal(AriRuntime(settings.ari, specs).run, settings.metrics)
+    _serve_until_signal(functools.partial(run_ari_apps, settings, builders), settings.metrics)
 
 
 events_app = typer.Typer(no_args_is_help=True, help="Call events on RabbitMQ and CDRs.")
@@ -350,10 +601,10 @@ def events_prune(
 @app.command("demo")
 def demo() -> None:
     """Seed demo accounts and routes, print where to point a SIP phone, run our services."""
+    from ari_apps.app import run_ari_apps
     from ari_apps.registry import select_apps
-    from ari_apps.runtime import AriRuntime
     from routing.app import build as build_routing
-    from softswitch.demo import seed
+    from softswitch.demo import DEMO_PANEL, seed
     from softswitch.events.consumer import CdrConsumer
     from softswitch.events.relay import OutboxRelay
 
@@ -375,6 +626,8 @@ def demo() -> None:
                 *(f"    user {user}  password {password}" for user, password in accounts),
                 "  Dial 1001-1003 to ring another demo phone, 486 to hear busy, anything else"
                 f" to reach the '{settings.ari.apps[0]}' Stasis app (answers, beeps, hangs up).",
+                f"  Account {DEMO_PANEL} is a door intercom: from it, dial 1 to ring 1001-1003 at"
+                f" once (first answer wins); calls to {DEMO_PANEL} wait while it is busy.",
                 "  Routes: `softswitch routes export`; try one: `softswitch routes test"
                 " --caller 1001 --callee 89161234567`.",
                 f"  Routing service: {settings.routing.url}; metrics:"
@@ -385,12 +638,12 @@ def demo() -> None:
         )
     )
     routing = build_routing(settings)
-    ari_apps = AriRuntime(settings.ari, select_apps(settings.ari.apps))
+    ari_apps = functools.partial(run_ari_apps, settings, select_apps(settings.ari.apps))
     relay = OutboxRelay(settings.database.url, settings.amqp)
     cdr = CdrConsumer(settings.database.url, settings.amqp)
 
     async def run(stop: asyncio.Event) -> None:
-        await asyncio.gather(routing.run(stop), ari_apps.run(stop), relay.run(stop), cdr.run(stop))
+        await asyncio.gather(routing.run(stop), ari_apps(stop), relay.run(stop), cdr.run(stop))
 
     _serve_until_signal(run, settings.metrics)
 

@@ -8,19 +8,25 @@ refused (an applied migration is history: write a new one).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
 from softswitch.settings import DatabaseSettings
+
+log = logging.getLogger("softswitch.db")
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql" / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -135,3 +141,56 @@ def temporary_database(
     finally:
         with psycopg.connect(admin.url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+class KeptConnection:
+    """One PostgreSQL connection a service keeps open for short queries, one at a time.
+
+    Enough where each query is an indexed sub-millisecond one (a door call's flat lookup, an
+    emergency lease): psycopg runs one query per connection anyway, and a pool would hold
+    server connections PostgreSQL pays for. A kept connection that died (PostgreSQL
+    restarted, an idle connection cut by a firewall) is replaced once within the same call;
+    when a fresh connection fails too, the call raises.
+    """
+
+    def __init__(
+        self, conninfo: str, *, connect_timeout_seconds: int = 3, what: str = "database"
+    ) -> None:
+        self._conninfo = conninfo
+        self._connect_timeout = connect_timeout_seconds
+        self._what = what
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> KeptConnection:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
+    async def run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        async with self._lock:
+            reused = self._conn is not None and not self._conn.closed
+            conn = await self._connection()
+            try:
+                return await work(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                # Only a kept connection that died is worth one more try: a new one failing
+                # means PostgreSQL is down, and an error on a live one would come back.
+                if not (reused and conn.closed):
+                    raise
+                log.warning("%s connection lost (%s); reconnecting", self._what, exc)
+            return await work(await self._connection())
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
+            )
+        return self._conn

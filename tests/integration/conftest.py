@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -174,3 +175,14 @@ def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
     finally:
         broker.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def softswitch_cli(database: DatabaseSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as an admin runs it, against ``database``."""
+    return subprocess.run(
+        [sys.executable, "-m", "softswitch", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SOFTSWITCH_DATABASE_URL": database.url},
+        check=False,
+    )

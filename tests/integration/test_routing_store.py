@@ -2,9 +2,6 @@
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +15,7 @@ from routing.models import CallRequest
 from routing.store import RouteLoader, apply_import, export_specs, parse_route_file, spec_to_json
 from softswitch import db
 from softswitch.settings import DatabaseSettings
-from tests.integration.conftest import PrivatePostgres
+from tests.integration.conftest import PrivatePostgres, softswitch_cli
 
 pytestmark = pytest.mark.integration
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -91,16 +88,6 @@ def test_replace_removes_routes_missing_from_the_file(migrated_database: Databas
     import_routes(migrated_database.url, ROUTES)
     import_routes(migrated_database.url, ROUTES[:1], replace=True)
     assert [r["name"] for r in exported(migrated_database.url)] == ["8 to 7"]
-
-
-def softswitch_cli(database: DatabaseSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "softswitch", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SOFTSWITCH_DATABASE_URL": database.url},
-        check=False,
-    )
 
 
 def test_import_reports_every_bad_route_and_writes_nothing(
