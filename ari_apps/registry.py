@@ -1,18 +1,29 @@
-"""Every Stasis app this project ships, by its ARI name."""
+"""Every Stasis app this project ships, by its ARI name.
+
+Each app's package has an ``app.py`` whose ``build(settings, resources)`` makes its spec; it
+is imported only when the app is selected, so a process pays only for the apps it runs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import importlib
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack
+from typing import Any, cast
 
 from ari_apps.machine import StasisAppSpec
-from ari_apps.smoke.machine import SMOKE_APP
+from softswitch.settings import Settings
 
-APPS: dict[str, StasisAppSpec[Any]] = {spec.name: spec for spec in (SMOKE_APP,)}
+AppBuilder = Callable[[Settings, AsyncExitStack], Awaitable[StasisAppSpec[Any]]]
+
+APPS = ("smoke", "multiring", "panel", "sos")
 
 
-def select_apps(names: Iterable[str]) -> list[StasisAppSpec[Any]]:
-    unknown = sorted(set(names) - APPS.keys())
+def select_apps(names: Iterable[str]) -> list[AppBuilder]:
+    unknown = sorted(set(names) - set(APPS))
     if unknown:
         raise KeyError(f"unknown Stasis app(s) {unknown}; known: {sorted(APPS)}")
-    return [APPS[name] for name in dict.fromkeys(names)]
+    return [
+        cast(AppBuilder, importlib.import_module(f"ari_apps.{name}.app").build)
+        for name in dict.fromkeys(names)
+    ]

@@ -158,10 +158,11 @@ def sipp_server(
     calls: int = 1,
     timeout_s: int = 30,
     values: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[SippServer]:
-    """A sipp UAS on a free loopback port; killed on exit if still running."""
+    """A sipp UAS on loopback (``port``, or a free one); killed on exit if still running."""
     prefix = f"uas-{uuid.uuid4().hex[:12]}"
-    port = free_udp_port()
+    port = port or free_udp_port()
     command = _command(
         _scenario_source(scenario, values, workdir, prefix),
         port=port,

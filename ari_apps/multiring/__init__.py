@@ -1,0 +1,1 @@
+"""Intercom calls ring every device of the flat in parallel; the first answer wins."""

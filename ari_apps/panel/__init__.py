@@ -1,0 +1,1 @@
+"""Calls towards an intercom panel, one at a time."""
