@@ -4,7 +4,9 @@ Routes are tried in (priority, id) order; the first whose masks all match (and w
 is open) decides. Rewrites apply with the groups of the matching masks. A ``next`` route
 applies its rewrites and flags and matching goes on with the routes after it, using the
 rewritten numbers; positions only grow, so a chain cannot loop, and ``max_chain`` bounds
-its length.
+its length. A ``callback`` route sends a call to an emergency-pool number to the panel that
+holds its reservation; with no reservation it acts like ``next`` (the routes after it say
+where such calls go: an operator queue, a recording).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from routing.models import CallRequest, Decision, Reject, RouteSpec
+from routing.models import CALLBACK_APP, CallRequest, Decision, Reject, RouteSpec
 from routing.table import CallNumbers, CompiledRoute, RouteTable
 
 NOT_FOUND = Reject(code=404, reason="Not Found")
@@ -71,7 +73,20 @@ def decide(
         chain.append(spec.name)
         flags.update(dict.fromkeys(spec.flags))
         caller, callee = hit.rewrite(caller, callee)
-        if spec.action != "next":
+        if spec.action == "callback":
+            target = table.callback_target(callee, now)
+            if target is not None:
+                return Decision(
+                    route=spec.name,
+                    chain=chain,
+                    action="app",
+                    caller=caller,
+                    callee=callee,
+                    app=spec.app or CALLBACK_APP,
+                    app_args=[target.panel_account, "sos", target.city_id],
+                    flags=list(flags),
+                )
+        elif spec.action != "next":
             break
         if len(chain) >= max_chain:
             return _reject(chain, caller, callee, flags, CHAIN_TOO_LONG, route=spec.name)

@@ -23,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-RouteAction = Literal["relay", "app", "reject", "next"]
+RouteAction = Literal["relay", "app", "reject", "next", "callback"]
+CALLBACK_APP = "panel"
+"""The Stasis app a ``callback`` route hands a reserved number's call to (one call per panel)."""
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -191,7 +193,11 @@ class RouteSpec(_Strict):
             problems.append("parallel applies to relay only")
         if self.action == "app" and not _APP_NAME.match(self.app):
             problems.append("app needs an app name ([A-Za-z0-9_.-], up to 64)")
-        if self.action != "app" and (self.app or self.app_args):
+        if self.action == "callback" and self.app and not _APP_NAME.match(self.app):
+            problems.append("callback's app must be an app name ([A-Za-z0-9_.-], up to 64)")
+        if self.action == "callback" and self.app_args:
+            problems.append("callback takes no app_args (the panel's account is looked up)")
+        if self.action not in ("app", "callback") and (self.app or self.app_args):
             problems.append(f"{self.action} takes no app or app_args")
         if self.action == "reject" and self.reject is None:
             problems.append("reject needs reject.code and reject.reason")
@@ -200,6 +206,17 @@ class RouteSpec(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+class CallbackTarget(_Strict):
+    """Who a call to a reserved emergency-pool number goes to: the panel that used it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    panel_account: str
+    panel_id: str
+    city_id: str
+    valid_until: datetime | None = None  # None while the emergency call itself lasts
 
 
 class CallRequest(_Strict):

@@ -1,7 +1,8 @@
 """The only SQL of routing: rows <-> specs, import/export, and the live table loader.
 
 The loader LISTENs on ``route_changed`` (fired by a statement trigger, so hand-written SQL
-counts too), reloads the whole table in one snapshot, compiles it off the event loop and
+counts too) and ``sos_reservation_changed`` (emergency-pool reservations, for callback
+routes), reloads the whole table in one snapshot, compiles it off the event loop and
 swaps it in with one assignment. A row that does not validate is skipped, logged, counted
 and written to ``route_load_error``; it never fails the load. When PostgreSQL is down the
 last good table keeps serving and the loader reconnects with backoff.
@@ -23,9 +24,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from routing.models import RouteSpec
+from routing.models import CallbackTarget, RouteSpec
 from routing.table import RouteTable
 from softswitch.reconnect import keep_connected
+from softswitch.sos.store import reservations
 
 log = logging.getLogger("softswitch.routing.store")
 
@@ -33,9 +35,13 @@ TABLE_VERSION = Gauge("softswitch_routing_table_version", "Loads of the route ta
 TABLE_ROUTES = Gauge("softswitch_routing_table_routes", "Enabled routes in the live table")
 BAD_ROWS = Gauge("softswitch_routing_bad_rows", "Rows skipped at the last load")
 RELOAD_ERRORS = Counter("softswitch_routing_reload_errors_total", "Failed table loads")
+CALLBACK_NUMBERS = Gauge(
+    "softswitch_routing_callback_numbers", "Emergency-pool numbers a callback route can reach"
+)
 DATABASE_UP = Gauge("softswitch_routing_database_up", "1 while the route LISTEN connection is up")
 
 CHANNEL = "route_changed"
+RESERVATIONS_CHANNEL = "sos_reservation_changed"
 _COLUMNS = (
     "id, name, route_group, priority, enabled, caller_mask, caller_host_mask, callee_mask,"
     " callee_host_mask, rewrite_caller, rewrite_callee, action, destinations, parallel, app,"
@@ -263,17 +269,23 @@ class RouteLoader:
             self._url, autocommit=True, connect_timeout=3
         ) as conn:
             await conn.execute(f"LISTEN {CHANNEL}")
+            await conn.execute(f"LISTEN {RESERVATIONS_CHANNEL}")
             DATABASE_UP.set(1)
-            await self._reload(conn)  # after LISTEN: no change can slip between the two
+            # After LISTEN: no change can slip between the two.
+            await self._reload(conn)
+            await self._reload_callbacks(conn)
             while not stop.is_set():
-                notified = False
-                async for _ in conn.notifies(timeout=self._health_interval, stop_after=1):
-                    notified = True
-                if notified:
+                changed = set()
+                async for notify in conn.notifies(timeout=self._health_interval, stop_after=1):
+                    changed.add(notify.channel)
+                if changed:
                     await asyncio.sleep(self._debounce)  # let a burst of edits settle
-                    async for _ in conn.notifies(timeout=0):
-                        pass
-                    await self._reload(conn)
+                    async for notify in conn.notifies(timeout=0):
+                        changed.add(notify.channel)
+                    if CHANNEL in changed:
+                        await self._reload(conn)
+                    if RESERVATIONS_CHANNEL in changed:
+                        await self._reload_callbacks(conn)
                 else:
                     await conn.execute("SELECT 1")  # notice a dead connection promptly
 
@@ -282,6 +294,7 @@ class RouteLoader:
             await cursor.execute(_SELECT_ROUTES)
             rows = await cursor.fetchall()
         loaded, table = await asyncio.to_thread(_compile, rows, self.table.version + 1)
+        table = table.with_callbacks(self.table.callbacks)
         async with conn.transaction():
             await conn.execute("DELETE FROM route_load_error")
             for route_id, name, reason in loaded.bad:
@@ -307,6 +320,22 @@ class RouteLoader:
             len(loaded.bad),
         )
         self.loaded.set()
+
+    async def _reload_callbacks(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Swap in who each emergency-pool number reaches (its panel) for callback routes."""
+        callbacks = {
+            number: CallbackTarget(
+                panel_account=held.panel_account,
+                panel_id=held.panel_id,
+                city_id=held.city_id,
+                valid_until=held.valid_until,
+            )
+            for number, held in (await reservations(conn)).items()
+        }
+        if callbacks != self.table.callbacks:
+            self.table = self.table.with_callbacks(callbacks)
+        CALLBACK_NUMBERS.set(len(callbacks))
+        log.info("callback reservations: %d numbers", len(callbacks))
 
 
 def _compile(rows: list[dict[str, Any]], version: int) -> tuple[LoadedRoutes, RouteTable]:

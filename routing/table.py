@@ -21,14 +21,15 @@ from __future__ import annotations
 import heapq
 import logging
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 import re2
 
-from routing.models import RE2_OPTIONS, RouteSpec, compile_mask
+from routing.models import RE2_OPTIONS, CallbackTarget, RouteSpec, compile_mask
 
 log = logging.getLogger("softswitch.routing.table")
 
@@ -349,6 +350,22 @@ class RouteTable:
     callee_masks: MaskSet
     caller_masks: MaskSet
     unindexed: tuple[int, ...]
+    callbacks: Mapping[str, CallbackTarget] = field(default_factory=lambda: MappingProxyType({}))
+    """Emergency-pool numbers reserved for a panel (E.164), for ``callback`` routes."""
+
+    def with_callbacks(self, callbacks: Mapping[str, CallbackTarget]) -> RouteTable:
+        """The same routes with a new reservation snapshot (reservations change per call)."""
+        return replace(self, callbacks=MappingProxyType(dict(callbacks)))
+
+    def callback_target(self, callee: str, now: datetime) -> CallbackTarget | None:
+        """The live reservation of ``callee``, written with or without the leading +.
+
+        A reservation ends by time, without a database change to reload on: checked here.
+        """
+        target = self.callbacks.get(callee) or self.callbacks.get(f"+{callee}")
+        if target is None or (target.valid_until is not None and target.valid_until <= now):
+            return None
+        return target
 
     @classmethod
     def compile(cls, rows: Sequence[tuple[int, RouteSpec]], *, version: int = 0) -> RouteTable:

@@ -54,12 +54,12 @@ EXAMPLES: list[m.Event] = [
     m.MultiringWon(event_id=_id(17), **_LEG, leg="app-1045-1", ring_seconds=6.3),
     m.MultiringTimeout(event_id=_id(18), **_LEG, ring_seconds=30.0, outcome="hangup"),
     m.PushRequested(event_id=_id(19), **_CALL, account="app-1045-1", gateway_status=200),
-    m.SosNumberLeased(event_id=_id(20), **_LEG, city="Tver", number="74822000101",
-                      panel="panel-1203"),
-    m.SosNumberReleased(event_id=_id(21), **_LEG, city="Tver", number="74822000101",
+    m.SosNumberLeased(event_id=_id(20), **_LEG, city="Tver", number="+74822000101",
+                      panel="panel-1203", how="reused"),
+    m.SosNumberReleased(event_id=_id(21), **_LEG, city="Tver", number="+74822000101",
                         panel="panel-1203", held_seconds=900.0),
     m.SosPoolExhausted(event_id=_id(22), **_LEG, city="Tver", panel="panel-1204"),
-    m.SosCallbackRouted(event_id=_id(23), **_LEG, city="Tver", number="74822000101",
+    m.SosCallbackRouted(event_id=_id(23), **_LEG, city="Tver", number="+74822000101",
                         panel="panel-1203"),
 ]  # fmt: skip
 

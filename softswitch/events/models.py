@@ -263,6 +263,11 @@ class SosNumberLeased(Event):
     city: str
     number: str
     panel: str
+    how: Literal["reused", "lru", "taken_over", "fallback", ""] = Field(
+        default="",
+        description="the panel's own reservation, least recently used, taken over"
+        " from the oldest reservation (pool exhausted), or the city's fallback number",
+    )
 
 
 class SosNumberReleased(Event):

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from routing.engine import decide, destination_uri, every_route
-from routing.models import CallRequest, RouteSpec, compile_mask
+from routing.models import CallbackTarget, CallRequest, RouteSpec, compile_mask
 from routing.table import (
     DigitsMask,
     RouteTable,
@@ -280,7 +280,7 @@ masks = st.one_of(
 
 @st.composite
 def route_specs(draw: st.DrawFn, index: int) -> RouteSpec:
-    action = draw(st.sampled_from(["relay", "app", "reject", "next", "next"]))
+    action = draw(st.sampled_from(["relay", "app", "reject", "next", "next", "callback"]))
     callee_mask = draw(masks)
     rewrite = {}
     if callee_mask.endswith("(\\d*)$") and draw(st.booleans()):
@@ -310,13 +310,65 @@ def tables(draw: st.DrawFn) -> list[RouteSpec]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(specs=tables(), calls=st.lists(st.tuples(numbers, numbers), min_size=1, max_size=8))
+@given(
+    specs=tables(),
+    calls=st.lists(st.tuples(numbers, numbers), min_size=1, max_size=8),
+    reserved=st.lists(numbers, max_size=3),
+)
 def test_indexed_engine_decides_exactly_like_a_naive_scan(
-    specs: list[RouteSpec], calls: list[tuple[str, str]]
+    specs: list[RouteSpec], calls: list[tuple[str, str]], reserved: list[str]
 ) -> None:
-    compiled = table(*specs)
+    compiled = table(*specs).with_callbacks(
+        {n: CallbackTarget(panel_account=f"door{n}", panel_id=n, city_id="c") for n in reserved}
+    )
     for caller, callee in calls:
         request = call(callee, caller=caller)
         fast = decide(request, compiled, MONDAY_NOON, max_chain=4)
         naive = decide(request, compiled, MONDAY_NOON, max_chain=4, candidates=every_route)
         assert fast == naive
+
+
+def test_callback_to_a_reserved_pool_number_goes_to_the_panel_holding_it() -> None:
+    routes = table(
+        route("to E.164", match={"callee": r"^8(\d{10})$"}, rewrite={"callee": r"+7\1"},
+              action="next"),
+        route("pool callbacks", match={"callee": r"^\+7495000"}, action="callback"),
+        route("no reservation: operator", match={"callee": r"^\+7495000"}, action="app",
+              app="queue", app_args=["sos-operators"]),
+    ).with_callbacks(
+        {"+74950001234": CallbackTarget(panel_account="door-17", panel_id="p17", city_id="msk")}
+    )  # fmt: skip
+    reserved = decide(call("84950001234", caller="112"), routes, MONDAY_NOON)
+    assert (reserved.action, reserved.app) == ("app", "panel")
+    assert reserved.app_args == ["door-17", "sos", "msk"]
+    assert reserved.chain == ["to E.164", "pool callbacks"]
+    assert reserved.callee == "+74950001234"
+    # Written without the +: still the same reservation.
+    assert decide(call("74950001234"), table(route("cb", action="callback")).with_callbacks(
+        routes.callbacks), MONDAY_NOON).app_args[0] == "door-17"  # fmt: skip
+    expired = decide(call("84950009999", caller="112"), routes, MONDAY_NOON)
+    assert (expired.route, expired.app, expired.app_args) == (
+        "no reservation: operator", "queue", ["sos-operators"],
+    )  # fmt: skip
+    assert expired.chain == ["to E.164", "pool callbacks", "no reservation: operator"]
+
+
+def test_callback_routes_name_no_destinations_or_args() -> None:
+    with pytest.raises(ValueError, match="callback takes no app_args"):
+        route("cb", action="callback", app_args=["x"])
+    with pytest.raises(ValueError, match="takes no destinations"):
+        route("cb", action="callback", destinations=["sip:gw"])
+    assert route("cb", action="callback", app="panel2").app == "panel2"
+
+
+def test_an_expired_reservation_reaches_nobody_even_before_the_next_reload() -> None:
+    from datetime import timedelta
+
+    held = CallbackTarget(panel_account="door-1", panel_id="p1", city_id="msk",
+                          valid_until=MONDAY_NOON - timedelta(seconds=1))  # fmt: skip
+    routes = table(
+        route("cb", action="callback"), route("operators", action="app", app="queue")
+    ).with_callbacks({"+74950001234": held})
+    assert decide(call("+74950001234"), routes, MONDAY_NOON).app == "queue"
+    live = routes.with_callbacks({"+74950001234": held.model_copy(update={"valid_until": None})})
+    assert decide(call("+74950001234"), live, MONDAY_NOON).app == "panel"
