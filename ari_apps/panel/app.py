@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-from softswitch.kamailio_rpc import KamailioRpc
-
 from ari_apps.machine import StasisAppSpec
 from ari_apps.panel.machine import APP, PanelCall, PanelCallMachine
 from ari_apps.panel.models import PanelCallPolicy
 from ari_apps.panel.stasis import PanelServices
+from softswitch.kamailio_rpc import KamailioRpc
 from softswitch.settings import Settings
 
 

@@ -13,10 +13,10 @@ import logging
 
 import httpx
 from prometheus_client import Counter
-from softswitch.kamailio_rpc import KamailioRpc, KamailioRpcError
 
 from ari_apps.models import AppCommand, CallEvent
 from ari_apps.panel.models import ClaimPanel, PanelClaim, ReleasePanel
+from softswitch.kamailio_rpc import KamailioRpc, KamailioRpcError
 
 log = logging.getLogger("softswitch.panel")
 
