@@ -14,18 +14,29 @@ import psycopg
 
 from softswitch.events.models import Event
 
-INSERT = "INSERT INTO event_outbox (event_id, routing_key, payload) VALUES (%s, %s, %s)"
+# One statement for a whole batch: executemany pays a protocol round of its own per row,
+# which was the largest cost of the ARI apps' event writer under load.
+INSERT = (
+    "INSERT INTO event_outbox (event_id, routing_key, payload)"
+    " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::jsonb[])"
+)
 
 
-def outbox_rows(events: Iterable[Event]) -> list[tuple[Any, str, str]]:
-    return [(event.event_id, event.routing_key, event.model_dump_json()) for event in events]
+def outbox_columns(events: Iterable[Event]) -> tuple[list[Any], list[str], list[str]]:
+    """The batch as three column arrays, in order (ids keep the events' order)."""
+    ids: list[Any] = []
+    keys: list[str] = []
+    payloads: list[str] = []
+    for event in events:
+        ids.append(event.event_id)
+        keys.append(event.routing_key)
+        payloads.append(event.model_dump_json())
+    return ids, keys, payloads
 
 
 def add_events(conn: psycopg.Connection[Any], events: Iterable[Event]) -> None:
-    with conn.cursor() as cursor:
-        cursor.executemany(INSERT, outbox_rows(events))
+    conn.execute(INSERT, outbox_columns(events))
 
 
 async def add_events_async(conn: psycopg.AsyncConnection[Any], events: Iterable[Event]) -> None:
-    async with conn.cursor() as cursor:
-        await cursor.executemany(INSERT, outbox_rows(events))
+    await conn.execute(INSERT, outbox_columns(events))
