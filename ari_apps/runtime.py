@@ -329,6 +329,7 @@ class AriRuntime:
         client.on_event("*", self._on_raw_event)
         stopper = asyncio.create_task(stop.wait())
         reader: asyncio.Task[None] | None = None
+        auditor: asyncio.Task[None] | None = None
         try:
             # The snapshot is taken before the websocket: whatever it holds predates this
             # session, so nothing in it can be a call this session is about to start.
@@ -342,13 +343,18 @@ class AriRuntime:
             ARI_CONNECTED.set(1)
             event(log, "ARI connected", apps=sorted(self._apps))
             await self._reconcile(before, await self._snapshot(client), owned_before)
-            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            auditor = asyncio.create_task(self._audit(client))
+            await asyncio.wait({reader, stopper, auditor}, return_when=asyncio.FIRST_COMPLETED)
+            if auditor.done():
+                await auditor  # its failure (Asterisk gone) ends the session like the reader's
             if stop.is_set():
                 await self._drain()
         finally:
             ARI_CONNECTED.set(0)
             self._client = None
             stopper.cancel()
+            if auditor is not None:
+                auditor.cancel()
             await client.close()
             if reader is not None:
                 with contextlib.suppress(Exception):
@@ -420,23 +426,45 @@ class AriRuntime:
         # Calls of this process: tell each what became of its channels while we were away.
         live = {channel.id: channel for channel in now[0]}
         for object_id, worker in owned_before.items():
-            if self._owners.get(object_id) is not worker:
-                continue
-            if object_id in live:
+            if self._owners.get(object_id) is worker and object_id in live:
                 worker.mailbox.put_nowait(
                     ChannelStateChange(
                         type="ChannelStateChange", application=worker.app, channel=live[object_id]
                     )
                 )
-            elif not any(object_id == b.id for b in now[1]):
+        self._report_gone(owned_before, now, "gone while ARI was disconnected")
+
+    def _report_gone(
+        self,
+        owned: dict[str, CallWorker],
+        snapshot: tuple[list[Channel], list[Bridge]],
+        why: str,
+    ) -> None:
+        """Tell each call which of its channels (still owned since ``owned`` was taken) Asterisk
+        no longer has: the ChannelDestroyed it missed."""
+        present = {c.id for c in snapshot[0]} | {b.id for b in snapshot[1]}
+        for object_id, worker in owned.items():
+            if self._owners.get(object_id) is worker and object_id not in present:
+                ARI_RECONCILED.labels("missed_destroy").inc()
                 worker.mailbox.put_nowait(
                     ChannelDestroyed(
                         type="ChannelDestroyed",
                         application=worker.app,
                         channel=Channel(id=object_id),
-                        cause_txt="gone while ARI was disconnected",
+                        cause_txt=why,
                     )
                 )
+
+    async def _audit(self, client: Any) -> None:
+        """Every ``audit_seconds``: a call still holding a channel Asterisk no longer has (an
+        event lost under overload, a bug) hears that it is gone, so no call and none of its
+        state stays in memory forever. Only claims older than one round count: a leg being
+        originated right now is not listed yet."""
+        owned_then = dict(self._owners)
+        while True:
+            await asyncio.sleep(self._settings.audit_seconds)
+            self._report_gone(owned_then, await self._snapshot(client), "gone without an event")
+            owned_then = dict(self._owners)
 
     def _on_raw_event(self, raw: dict[str, Any]) -> None:
         try:

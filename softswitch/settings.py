@@ -55,6 +55,8 @@ class AriSettings(BaseModel):
     apps: list[str] = Field(default_factory=lambda: ["smoke", "multiring", "panel", "sos"])
     reconnect_min_seconds: float = Field(default=0.5, gt=0)
     reconnect_max_seconds: float = Field(default=10.0, gt=0)
+    # How often the runtime checks its calls' channels against Asterisk's (lost events).
+    audit_seconds: float = Field(default=60.0, gt=0)
 
 
 class AmiSettings(BaseModel):

@@ -411,3 +411,30 @@ async def test_a_hangup_lost_on_the_wire_is_sent_again() -> None:
     await wait_until(lambda: ("hangup", "c1", "normal") in client.operations)
     stop.set()
     await asyncio.wait_for(serving, 3)
+
+
+async def test_a_call_whose_channels_vanished_without_an_event_is_ended_by_the_audit() -> None:
+    client = FakeAriClient()
+
+    async def connect(_: AriSettings) -> FakeAriClient:
+        return client
+
+    settings = SETTINGS.model_copy(update={"audit_seconds": 0.05})
+    runtime = AriRuntime(
+        settings, [multiring_spec(FlatDirectoryServices())], events=EVENTS, connect=connect
+    )
+    stop = asyncio.Event()
+    serving = asyncio.create_task(runtime.run(stop))
+    client.push(
+        mr("StasisStart", "p1", args=["15"], channel={"id": "p1", "caller": {"number": "panel1"}})
+    )
+    await wait_until(lambda: sum(op[0] == "originate" for op in client.operations) == 3)
+    # Asterisk lists none of the call's channels, and no ChannelDestroyed ever comes.
+    await wait_until(lambda: ("destroy", "multiring-p1") in client.operations)
+    assert {op[1] for op in client.operations if op[0] == "hangup"} == {
+        "multiring-p1-0",
+        "multiring-p1-1",
+        "multiring-p1-2",
+    }
+    stop.set()
+    await asyncio.wait_for(serving, 3)
