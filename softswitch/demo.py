@@ -9,6 +9,8 @@ import psycopg
 from routing.models import RouteSpec
 from routing.store import apply_import
 from softswitch.accounts import upsert_account
+from softswitch.directory.models import Flat, FlatDevice, Panel
+from softswitch.directory.store import DirectoryFile, apply_directory_import
 from softswitch.settings import Settings
 
 DEMO_ACCOUNTS = ("1001", "1002", "1003")
@@ -47,6 +49,20 @@ def demo_routes(settings: Settings) -> list[RouteSpec]:
     return [RouteSpec.model_validate({"group": "Demo", **route}) for route in routes]
 
 
+def demo_directory() -> DirectoryFile:
+    """The demo intercom: its keypad's 1 is flat 1 of building demo, rung on every demo phone."""
+    return DirectoryFile(
+        panels=(
+            Panel(panel_id="demo-door", account=DEMO_PANEL, building="demo",
+                  address="Demo street 1", flat_first=1, flat_last=9),
+        ),
+        flats=(
+            Flat(building="demo", number="1",
+                 devices=tuple(FlatDevice(kind="sip", target=user) for user in DEMO_ACCOUNTS)),
+        ),
+    )  # fmt: skip
+
+
 def seed(settings: Settings) -> list[tuple[str, str]]:
     """Create the demo accounts and routes (idempotent); returns (user, password) pairs."""
     accounts = [(user, demo_password(settings, user)) for user in (*DEMO_ACCOUNTS, DEMO_PANEL)]
@@ -54,18 +70,5 @@ def seed(settings: Settings) -> list[tuple[str, str]]:
         upsert_account(settings.database.url, username, settings.kamailio.sip_domain, password)
     with psycopg.connect(settings.database.url) as conn:
         apply_import(conn, demo_routes(settings), replace=False)
-        conn.execute(
-            "INSERT INTO intercom_panel (panel_id, account, building, address)"
-            " VALUES ('demo-door', %s, 'demo', 'Demo street 1') ON CONFLICT DO NOTHING",
-            (DEMO_PANEL,),
-        )
-        conn.execute(
-            "INSERT INTO flat (building, number) VALUES ('demo', '1') ON CONFLICT DO NOTHING"
-        )
-        for position, account in enumerate(DEMO_ACCOUNTS):
-            conn.execute(
-                "INSERT INTO flat_device (building, number, kind, target, position)"
-                " VALUES ('demo', '1', 'sip', %s, %s) ON CONFLICT DO NOTHING",
-                (account, position),
-            )
+        apply_directory_import(conn, demo_directory(), replace=False)
     return accounts
