@@ -82,6 +82,9 @@ ARI_EVENTS = Counter("softswitch_ari_events_total", "ARI events received", ["app
 ARI_MALFORMED = Counter("softswitch_ari_malformed_events_total", "ARI events that failed to parse")
 ARI_ACTIVE_CALLS = Gauge("softswitch_ari_active_calls", "Calls inside an app", ["app"])
 ARI_CALLS = Counter("softswitch_ari_calls_total", "Calls an app started or adopted", ["app"])
+ARI_CALL_FAILURES = Counter(
+    "softswitch_ari_call_failures_total", "Calls whose machine or services raised", ["app"]
+)
 ARI_COMMAND_ERRORS = Counter(
     "softswitch_ari_command_errors_total", "ARI commands Asterisk refused", ["app", "command"]
 )
@@ -173,6 +176,7 @@ class CallWorker:
     clock: Clock
     mailbox: asyncio.Queue[CallEvent] = field(default_factory=asyncio.Queue)
     owned: set[str] = field(default_factory=set)
+    bridges: set[str] = field(default_factory=set)
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
 
     async def run(self, opening: Callable[[], Transition[Any]]) -> None:
@@ -223,6 +227,7 @@ class CallWorker:
             self.runtime.claim(command.channel_id, self)
         elif isinstance(command, CreateBridge):
             self.runtime.claim(command.bridge_id, self)
+            self.bridges.add(command.bridge_id)
         name = type(command).__name__
         started = time.perf_counter()
         try:
@@ -538,7 +543,9 @@ class AriRuntime:
                 try:
                     await worker.run(opening)
                 except Exception:
-                    log.exception("call worker failed")
+                    ARI_CALL_FAILURES.labels(app).inc()
+                    log.exception("call worker failed; hanging up its channels")
+                    await self._abandon(worker)
                 finally:
                     for object_id in worker.owned:
                         if self._owners.get(object_id) is worker:
@@ -548,6 +555,17 @@ class AriRuntime:
 
         self._workers[worker] = asyncio.create_task(run_call())
         return worker
+
+    async def _abandon(self, worker: CallWorker) -> None:
+        """A call whose machine or services failed: nothing of it may stay ringing or bridged."""
+        cleanup: list[AriCommand] = [
+            DestroyBridge(bridge_id=object_id) if object_id in worker.bridges
+            else Hangup(channel_id=object_id, reason="congestion")
+            for object_id in worker.owned
+        ]  # fmt: skip
+        for command in cleanup:
+            with contextlib.suppress(*ARI_FAILURES):
+                await self.executor.execute(command, worker.app)
 
     async def _drain(self) -> None:
         """Tell every call we are stopping and give them a moment to carry that out."""

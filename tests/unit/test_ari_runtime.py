@@ -13,7 +13,7 @@ from aiohttp import web_exceptions
 from ari_apps.machine import StasisAppSpec
 from ari_apps.models import AppCommand, CallEvent
 from ari_apps.multiring.machine import MultiringMachine
-from ari_apps.multiring.models import FlatResolved, LookupFlat
+from ari_apps.multiring.models import CancelPushes, FlatResolved, LookupFlat
 from ari_apps.runtime import AriRuntime
 from ari_apps.smoke.machine import SMOKE_APP
 from softswitch.events.models import Event
@@ -436,5 +436,29 @@ async def test_a_call_whose_channels_vanished_without_an_event_is_ended_by_the_a
         "multiring-p1-1",
         "multiring-p1-2",
     }
+    stop.set()
+    await asyncio.wait_for(serving, 3)
+
+
+class BrokenDirectory(FlatDirectoryServices):
+    """Services that fail after the legs are out: the call's machine can go no further."""
+
+    async def execute(self, command: AppCommand) -> CallEvent | None:
+        if isinstance(command, CancelPushes):
+            raise RuntimeError("push gateway client bug")
+        return await super().execute(command)
+
+
+async def test_a_call_that_fails_in_its_services_leaves_nothing_ringing() -> None:
+    client = FakeAriClient()
+    stop, serving = await serve(client, multiring_spec(BrokenDirectory()))
+    client.push(
+        mr("StasisStart", "p1", args=["15"], channel={"id": "p1", "caller": {"number": "panel1"}})
+    )
+    await wait_until(lambda: sum(op[0] == "originate" for op in client.operations) == 3)
+    client.push(mr("StasisStart", "multiring-p1-1", args=["leg", "p1"]))  # win -> CancelPushes
+    await wait_until(lambda: ("destroy", "multiring-p1") in client.operations)
+    hung_up = {op[1] for op in client.operations if op[0] == "hangup"}
+    assert hung_up == {"p1", "multiring-p1-0", "multiring-p1-1", "multiring-p1-2"}
     stop.set()
     await asyncio.wait_for(serving, 3)
