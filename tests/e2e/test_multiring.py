@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +96,55 @@ def flat(stack_settings: Settings, routing: RoutingServiceHandle) -> Iterator[Fl
         conn.execute("DELETE FROM location WHERE username = ANY(%s)", (accounts,))
 
 
+class PushGateway(ThreadingHTTPServer):
+    """A push gateway on loopback: records every push and calls ``on_push`` with its body
+    (the test's stand-in for a phone waking up and registering)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _PushHandler)
+        self.pushes: list[dict[str, Any]] = []
+        self.on_push: Callable[[dict[str, Any]], None] = lambda _: None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/push"
+
+
+class _PushHandler(BaseHTTPRequestHandler):
+    server: PushGateway
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.pushes.append(body)
+        self.send_response(202)
+        self.end_headers()
+        threading.Thread(target=self.server.on_push, args=(body,), daemon=True).start()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
 @pytest.fixture
-def intercom_apps(stack_settings: Settings, tmp_path: Path) -> Iterator[ServiceProcess]:
-    """`softswitch ari` serving multiring and panel, its CRM unreachable."""
+def push_gateway() -> Iterator[PushGateway]:
+    gateway = PushGateway()
+    serving = threading.Thread(target=gateway.serve_forever, daemon=True)
+    serving.start()
+    yield gateway
+    gateway.shutdown()
+    gateway.server_close()
+
+
+@pytest.fixture
+def intercom_apps(
+    stack_settings: Settings, push_gateway: PushGateway, tmp_path: Path
+) -> Iterator[ServiceProcess]:
+    """`softswitch ari` serving multiring and panel, its CRM unreachable, pushes to a stub."""
     service = start_service(
         ["ari", "--app", "multiring", "--app", "panel"],
         tmp_path / "ari.log",
         SOFTSWITCH_MULTIRING_RING_SECONDS=str(RING_SECONDS),
         SOFTSWITCH_DIRECTORY_CRM_URL=f"http://127.0.0.1:{free_udp_port()}",
+        SOFTSWITCH_DIRECTORY_PUSH_URL=push_gateway.url,
         SOFTSWITCH_PANEL_WAIT_SECONDS="15",
         SOFTSWITCH_PANEL_RETRY_SECONDS="0.5",
     )
@@ -291,3 +334,58 @@ def test_a_second_call_to_a_busy_panel_waits_until_the_first_ends(
     assert order.count("INVITE") == 2
     first_bye = order.index("BYE")
     assert order[:first_bye].count("INVITE") == 1, order
+
+
+def test_a_mobile_app_woken_by_its_push_registers_and_answers(
+    flat: FlatFixture,
+    intercom_apps: ServiceProcess,
+    push_gateway: PushGateway,
+    tmp_path: Path,
+) -> None:
+    """The flat's mobile account is not registered when the panel calls: the app gets a push,
+    registers a moment later, and Kamailio rings it at once (the leg waited for it)."""
+    mobile, password = f"app{secrets.token_hex(3)}", secrets.token_hex(6)
+    url = flat.settings.database.url
+    upsert_account(url, mobile, flat.settings.kamailio.sip_domain, password)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO flat_device (building, number, kind, target, position)"
+            " VALUES (%s, %s, 'mobile', %s, 10)",
+            (flat.building, flat.flat, mobile),
+        )
+    try:
+        with (
+            sipp_server("uas_ring_until_cancel.xml", workdir=tmp_path) as phone,
+            sipp_server(
+                "uas_ring_then_answer.tmpl.xml", workdir=tmp_path, values={"ANSWER_MS": "300"}
+            ) as app,
+        ):
+            flat.register(*flat.devices[0], phone.port, tmp_path)
+
+            def wake_up(_: dict[str, Any]) -> None:
+                time.sleep(0.5)  # the app starts half a second after its push, then registers
+                flat.register(mobile, password, app.port, tmp_path)
+
+            push_gateway.on_push = wake_up
+            panel = run_sipp(
+                "uac_panel.xml",
+                flat.kamailio,
+                service=flat.flat,
+                workdir=tmp_path,
+                extra=("-key", "caller", flat.panel, "-d", "500"),
+            )
+            assert (panel.successful, panel.failed) == (1, 0), panel.output
+            answered = app.result()
+            assert (answered.successful, answered.failed) == (1, 0), answered.output
+            assert phone.result().received("CANCEL")
+        (push,) = push_gateway.pushes
+        assert push["account"] == mobile
+        assert push["flat"] == {"building": flat.building, "number": flat.flat}
+        events = outbox_events(flat.settings, panel.call_id(1))
+        won = next(e for e in events if e["type"] == "multiring.won")
+        assert won["leg"] == mobile
+        assert any(e["type"] == "push.requested" and e["account"] == mobile for e in events)
+    finally:
+        with psycopg.connect(url) as conn:
+            conn.execute("DELETE FROM subscriber WHERE username = %s", (mobile,))
+            conn.execute("DELETE FROM location WHERE username = %s", (mobile,))
