@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,15 @@ def smoke_app(
     stack_settings: Settings, routing: RoutingServiceHandle, tmp_path: Path
 ) -> Iterator[ServiceProcess]:
     """`softswitch ari --app smoke`, connected; must exit 0 on SIGTERM."""
-    service = start_service(["ari", "--app", "smoke"], tmp_path / "ari.log")
+    with ari_apps(["smoke"], tmp_path / "ari.log") as service:
+        yield service
+
+
+@contextmanager
+def ari_apps(apps: list[str], log_path: Path, **env: str) -> Iterator[ServiceProcess]:
+    """`softswitch ari` serving ``apps``, once connected; it must exit 0 on SIGTERM."""
+    args = ["ari"] + [arg for app in apps for arg in ("--app", app)]
+    service = start_service(args, log_path, **env)
     try:
         service.wait_for(lambda r: r["msg"] == "ARI connected")
         yield service

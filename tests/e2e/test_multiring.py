@@ -24,7 +24,7 @@ import pytest
 
 from softswitch.accounts import upsert_account
 from softswitch.settings import Settings
-from tests.e2e.conftest import RoutingServiceHandle, ServiceProcess, start_service
+from tests.e2e.conftest import RoutingServiceHandle, ServiceProcess, ari_apps
 from tests.e2e.sipp import SippServer, free_udp_port, run_sipp, sipp_server
 
 pytestmark = pytest.mark.e2e
@@ -139,21 +139,16 @@ def intercom_apps(
     stack_settings: Settings, push_gateway: PushGateway, tmp_path: Path
 ) -> Iterator[ServiceProcess]:
     """`softswitch ari` serving multiring and panel, its CRM unreachable, pushes to a stub."""
-    service = start_service(
-        ["ari", "--app", "multiring", "--app", "panel"],
+    with ari_apps(
+        ["multiring", "panel"],
         tmp_path / "ari.log",
         SOFTSWITCH_MULTIRING_RING_SECONDS=str(RING_SECONDS),
         SOFTSWITCH_DIRECTORY_CRM_URL=f"http://127.0.0.1:{free_udp_port()}",
         SOFTSWITCH_DIRECTORY_PUSH_URL=push_gateway.url,
         SOFTSWITCH_PANEL_WAIT_SECONDS="15",
         SOFTSWITCH_PANEL_RETRY_SECONDS="0.5",
-    )
-    try:
-        service.wait_for(lambda r: r["msg"] == "ARI connected")
+    ) as service:
         yield service
-    finally:
-        exit_code = service.stop()
-    assert exit_code == 0, service.log_path.read_text()[-4000:]
 
 
 def outbox_events(settings: Settings, sip_call_id: str) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ import pytest
 
 from softswitch.accounts import upsert_account
 from softswitch.settings import Settings
-from tests.e2e.conftest import RoutingServiceHandle, ServiceProcess, start_service
+from tests.e2e.conftest import RoutingServiceHandle, ServiceProcess, ari_apps
 from tests.e2e.sipp import free_udp_port, run_sipp, sipp_server
 
 pytestmark = pytest.mark.e2e
@@ -94,19 +94,14 @@ def pool(
 
 @pytest.fixture
 def sos_apps(routing: RoutingServiceHandle, tmp_path: Path) -> Iterator[ServiceProcess]:
-    service = start_service(
-        ["ari", "--app", "sos", "--app", "panel"],
+    with ari_apps(
+        ["sos", "panel"],
         tmp_path / "ari.log",
         SOFTSWITCH_DATABASE_URL=routing.database_url,
         SOFTSWITCH_PANEL_WAIT_SECONDS="20",
         SOFTSWITCH_PANEL_RETRY_SECONDS="0.5",
-    )
-    try:
-        service.wait_for(lambda r: r["msg"] == "ARI connected")
+    ) as service:
         yield service
-    finally:
-        exit_code = service.stop()
-    assert exit_code == 0, service.log_path.read_text()[-4000:]
 
 
 def test_112_leaves_with_a_pool_number_and_the_callback_reaches_the_same_panel(
