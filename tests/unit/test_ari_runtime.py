@@ -171,15 +171,22 @@ async def wait_until(condition: Any, timeout: float = 2.0) -> None:
             await asyncio.sleep(0.005)
 
 
-async def test_a_call_is_answered_beeped_and_hung_up_in_order() -> None:
-    client = FakeAriClient()
+async def serve(
+    client: FakeAriClient, *apps: StasisAppSpec[Any], settings: AriSettings = SETTINGS
+) -> tuple[asyncio.Event, Any]:
+    """A runtime serving ``apps`` on ``client``; set the returned event to stop it."""
 
     async def connect(_: AriSettings) -> FakeAriClient:
         return client
 
-    runtime = AriRuntime(SETTINGS, [SMOKE_APP], events=EVENTS, connect=connect)
+    runtime = AriRuntime(settings, list(apps), events=EVENTS, connect=connect)
     stop = asyncio.Event()
-    serving = asyncio.create_task(runtime.run(stop))
+    return stop, asyncio.create_task(runtime.run(stop))
+
+
+async def test_a_call_is_answered_beeped_and_hung_up_in_order() -> None:
+    client = FakeAriClient()
+    stop, serving = await serve(client, SMOKE_APP)
     client.push(stasis("StasisStart", "c1"))
     await wait_until(lambda: ("hangup", "c1", "normal") in client.operations)
     assert client.operations == [
@@ -195,13 +202,7 @@ async def test_a_call_is_answered_beeped_and_hung_up_in_order() -> None:
 
 async def test_events_of_other_apps_and_unknown_channels_are_ignored() -> None:
     client = FakeAriClient()
-
-    async def connect(_: AriSettings) -> FakeAriClient:
-        return client
-
-    runtime = AriRuntime(SETTINGS, [SMOKE_APP], events=EVENTS, connect=connect)
-    stop = asyncio.Event()
-    serving = asyncio.create_task(runtime.run(stop))
+    stop, serving = await serve(client, SMOKE_APP)
     client.push({**stasis("StasisStart", "x1"), "application": "other"})
     client.push(stasis("StasisEnd", "never-started"))
     client.push({"type": "StasisStart", "application": "smoke"})  # malformed: no channel
@@ -268,15 +269,6 @@ def multiring_spec(services: FlatDirectoryServices) -> StasisAppSpec[Any]:
 
 def mr(kind: str, channel_id: str, **extra: Any) -> dict[str, Any]:
     return {**stasis(kind, channel_id, **extra), "application": "multiring"}
-
-
-async def serve(client: FakeAriClient, *apps: StasisAppSpec[Any]) -> tuple[asyncio.Event, Any]:
-    async def connect(_: AriSettings) -> FakeAriClient:
-        return client
-
-    runtime = AriRuntime(SETTINGS, list(apps), events=EVENTS, connect=connect)
-    stop = asyncio.Event()
-    return stop, asyncio.create_task(runtime.run(stop))
 
 
 async def test_events_of_originated_legs_reach_the_call_that_made_them() -> None:
@@ -415,16 +407,8 @@ async def test_a_hangup_lost_on_the_wire_is_sent_again() -> None:
 
 async def test_a_call_whose_channels_vanished_without_an_event_is_ended_by_the_audit() -> None:
     client = FakeAriClient()
-
-    async def connect(_: AriSettings) -> FakeAriClient:
-        return client
-
     settings = SETTINGS.model_copy(update={"audit_seconds": 0.05})
-    runtime = AriRuntime(
-        settings, [multiring_spec(FlatDirectoryServices())], events=EVENTS, connect=connect
-    )
-    stop = asyncio.Event()
-    serving = asyncio.create_task(runtime.run(stop))
+    stop, serving = await serve(client, multiring_spec(FlatDirectoryServices()), settings=settings)
     client.push(
         mr("StasisStart", "p1", args=["15"], channel={"id": "p1", "caller": {"number": "panel1"}})
     )
