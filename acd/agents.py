@@ -14,6 +14,8 @@ from typing import Any
 from acd.models import Agent, AgentStatus, Queue
 
 NO_ANSWER = "no answer"
+PHONE_SETTLE_SECONDS = 2.0
+"""How long after a queue call ends Kamailio may still count it on the agent's phone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +33,16 @@ class Answered:
 
 @dataclass(frozen=True, slots=True)
 class RingNoAnswer:
-    """The ring timed out or was declined; ``queue`` gives the auto-pause threshold."""
+    """The ring timed out or was declined; ``queue`` gives the rest time and the auto-pause
+    threshold."""
 
     queue: Queue
+
+
+@dataclass(frozen=True, slots=True)
+class OfferWithdrawn:
+    """The ring stopped through no fault of the agent: the caller hung up, another agent of
+    a ring-all tier answered, a supervisor sent the caller elsewhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,7 @@ AgentEvent = (
     OfferRung
     | Answered
     | RingNoAnswer
+    | OfferWithdrawn
     | CallEnded
     | WrapUpOver
     | Pause
@@ -128,9 +138,22 @@ def step(agent: Agent, event: AgentEvent, now: datetime) -> AgentTransition:
                     queue_id=None,
                     waiter_id=None,
                 )
+            if queue.retry_seconds <= 0:
+                return _to(
+                    agent, "free", now, no_answers_in_a_row=missed, queue_id=None, waiter_id=None
+                )
+            # A short rest, so the caller moves on to the next agent instead of this phone.
             return _to(
-                agent, "free", now, no_answers_in_a_row=missed, queue_id=None, waiter_id=None
+                agent,
+                "wrap_up",
+                now,
+                no_answers_in_a_row=missed,
+                queue_id=None,
+                waiter_id=None,
+                wrap_up_until=now + timedelta(seconds=queue.retry_seconds),
             )
+        case OfferWithdrawn() if status == "ringing":
+            return _to(agent, "free", now, queue_id=None, waiter_id=None)
         case CallEnded(queue=queue) if status == "busy" and not agent.elsewhere:
             talked = agent.talk_seconds + max(0.0, (now - agent.status_since).total_seconds())
             ended = {
@@ -170,3 +193,10 @@ def step(agent: Agent, event: AgentEvent, now: datetime) -> AgentTransition:
         case ElsewhereEnded() if status == "busy" and agent.elsewhere:
             return _to(agent, "free", now, elsewhere=False)
     return _reject(agent, event)
+
+
+def phone_settling(agent: Agent, now: datetime) -> bool:
+    """Did the agent's queue call end so recently that Kamailio may not have freed its dialog
+    yet? Such a phone looks busy but is not on a call from elsewhere: ask it again later."""
+    ended = agent.last_call_ended_at
+    return ended is not None and (now - ended).total_seconds() < PHONE_SETTLE_SECONDS

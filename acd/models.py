@@ -24,22 +24,41 @@ Strategy = Literal[
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
 AgentStatus = Literal["offline", "free", "ringing", "busy", "wrap_up", "paused"]
+AGENT_STATUSES: tuple[AgentStatus, ...] = get_args(AgentStatus)
+CallbackOrder = Literal["agent_first", "caller_first"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Queue:
-    """A queue's settings; ``max_no_answers`` 0 never pauses an agent for not answering."""
+    """A queue's settings.
+
+    ``retry_seconds``: an agent who let a call ring out rests this long before the next
+    offer (so "no answer" moves the call on to the next agent instead of ringing the same
+    phone again); ``max_no_answers`` such misses in a row pause the agent (0: never).
+    ``overflow`` is where a caller goes after ``max_wait_seconds``: ``queue:<id>`` (keeping
+    the wait time), or a number / SIP URI; None hangs up with ``goodbye``.
+    ``announce_seconds`` > 0 tells waiting callers their position that often.
+    ``service_level_seconds`` and ``abandon_short_seconds`` are the KPI thresholds: answered
+    within, and abandoned so soon it does not count against the queue.
+    """
 
     queue_id: str
+    name: str = ""
     strategy: Strategy = "ring_all"
     ring_timeout_seconds: float = 15.0
+    retry_seconds: float = 5.0
     max_wait_seconds: float | None = None
     overflow: str | None = None
     wrap_up_seconds: float = 0.0
     max_no_answers: int = 0
     music_class: str = "default"
+    announce_seconds: float = 0.0
     callback_enabled: bool = False
+    callback_key: str = "1"
+    callback_order: CallbackOrder = "agent_first"
     service_level_seconds: float = 20.0
+    abandon_short_seconds: float = 5.0
+    goodbye: str = "sound:vm-goodbye"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +89,7 @@ class Agent:
     agent_id: str
     account: str
     status: AgentStatus
+    name: str = ""
     status_since: datetime
     paused_reason: str | None = None
     last_call_ended_at: datetime | None = None
@@ -95,9 +115,34 @@ class Waiter:
     waiting_since: datetime
     priority: int = 0
     callback: bool = False
+    number: str = ""
 
     def moved_to(self, queue_id: str) -> Waiter:
         return replace(self, queue_id=queue_id)
 
     def with_priority(self, priority: int) -> Waiter:
         return replace(self, priority=priority)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackRequest:
+    """A caller who pressed the callback key: kept (in PostgreSQL, so it survives restarts)
+    with the place it had; ``attempts`` counts callbacks that did not reach the caller."""
+
+    callback_id: str
+    queue_id: str
+    number: str
+    waiting_since: datetime
+    requested_at: datetime
+    priority: int = 0
+    attempts: int = 0
+
+    def as_waiter(self) -> Waiter:
+        return Waiter(
+            waiter_id=self.callback_id,
+            queue_id=self.queue_id,
+            waiting_since=self.waiting_since,
+            priority=self.priority,
+            callback=True,
+            number=self.number,
+        )

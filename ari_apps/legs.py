@@ -40,6 +40,10 @@ from softswitch.events.models import (
     LegOutcome,
 )
 
+ROUTE_HEADER = "X-Softswitch-Route"
+"""With value ``forward``: Kamailio routes a number we dial (a forward, an overflow, a
+callback) through the routing service like any other call."""
+
 LEG_ARG = "leg"
 """First Stasis arg of every leg we originate: it enters the app on answer, not as a new call."""
 
@@ -49,10 +53,14 @@ NO_ANSWER_CAUSES = frozenset({18, 19})
 
 
 def answered_leg(event: CallEvent) -> str | None:
-    """The leg an event says answered: it entered Stasis, or (missed events) is Up."""
+    """The leg an event says answered: it entered Stasis, or was Up after a reconnect.
+
+    A live Up is not an answer: it comes just before the leg's StasisStart, and a leg not yet
+    in Stasis cannot be bridged (ARI answers 422 and the call would stay silent).
+    """
     if isinstance(event, StasisStart) and LEG_ARG in event.args:
         return event.channel.id
-    if isinstance(event, ChannelStateChange) and event.channel.state == "Up":
+    if isinstance(event, ChannelStateChange) and event.resynced and event.channel.state == "Up":
         return event.channel.id
     return None
 

@@ -10,12 +10,14 @@ or bridge the call created (``Originate``/``CreateBridge`` ids) to the same mach
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ari_apps.models import AppCommand, CallEvent, Command, StasisStart
+from softswitch.events.models import Event
 
 State = TypeVar("State")
 
@@ -42,10 +44,36 @@ class AppServices(Protocol):
     async def execute(self, command: AppCommand) -> CallEvent | None: ...
 
 
+class CallControl(Protocol):
+    """What an app's background work may do with calls: tell one something, or start one
+    that no channel started (a queue callback begins with a call to the agent)."""
+
+    def deliver(self, call_id: str, event: CallEvent) -> bool:
+        """Feed ``event`` to the call; False when no such call is running."""
+        ...
+
+    def emit(self, event: Event) -> None:
+        """Publish an event (through the outbox, never waited for)."""
+        ...
+
+    def spawn(self, app: str, call_id: str, opening: Callable[[datetime], Transition[Any]]) -> None:
+        """Run a new call of ``app`` whose first transition is ``opening(now)``. ``call_id``
+        is the id of the first channel it originates: events about it, and those delivered
+        to ``call_id``, reach the call."""
+        ...
+
+
+Background = Callable[[CallControl, asyncio.Event], Coroutine[Any, Any, None]]
+"""An app's own long-running work (a queue dispatcher, its HTTP API), run until the event."""
+
+
 @dataclass(frozen=True)
 class StasisAppSpec(Generic[State]):
-    """A Stasis app as the runtime registers it: its ARI name, its machine, its services."""
+    """A Stasis app as the runtime registers it: its ARI name, its machine, its services,
+    and optionally its background work, started before ARI connects and kept through
+    reconnects."""
 
     name: str
     machine: CallMachine[State]
     services: AppServices | None = None
+    background: Background | None = None

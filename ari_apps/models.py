@@ -90,6 +90,8 @@ class StasisEnd(_StasisEvent):
 class ChannelStateChange(_StasisEvent):
     type: Literal["ChannelStateChange"]
     channel: Channel
+    resynced: bool = False
+    """Made by the runtime from Asterisk's channel list after a reconnect, not sent by ARI."""
 
 
 class ChannelHangupRequest(_StasisEvent):
@@ -268,6 +270,17 @@ class DestroyBridge(_Frozen):
     bridge_id: str
 
 
+class StartMoh(_Frozen):
+    """Music on hold to everyone in the bridge (a queue's waiting caller)."""
+
+    bridge_id: str
+    music_class: str = "default"
+
+
+class StopMoh(_Frozen):
+    bridge_id: str
+
+
 class StartTimer(_Frozen):
     name: str
     seconds: float = Field(gt=0)
@@ -283,7 +296,18 @@ class AppCommand(_Frozen):
     """Base of commands an app's own services carry out (directory lookup, push, ...)."""
 
 
-AriCommand = Answer | Ring | Play | Hangup | Originate | CreateBridge | AddToBridge | DestroyBridge
+AriCommand = (
+    Answer
+    | Ring
+    | Play
+    | Hangup
+    | Originate
+    | CreateBridge
+    | AddToBridge
+    | DestroyBridge
+    | StartMoh
+    | StopMoh
+)
 
 
 class InOrder(_Frozen):

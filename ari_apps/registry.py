@@ -16,7 +16,7 @@ from softswitch.settings import Settings
 
 AppBuilder = Callable[[Settings, AsyncExitStack], Awaitable[StasisAppSpec[Any]]]
 
-APPS = ("smoke", "multiring", "panel", "sos")
+APPS = ("smoke", "multiring", "panel", "sos", "acd")
 
 
 def select_apps(names: Iterable[str]) -> list[AppBuilder]:

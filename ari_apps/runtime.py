@@ -62,9 +62,11 @@ from ari_apps.models import (
     Play,
     Ring,
     RuntimeStopping,
+    StartMoh,
     StartTimer,
     StasisEnd,
     StasisStart,
+    StopMoh,
     TimerFired,
     event_channel_id,
     parse_event,
@@ -163,6 +165,10 @@ class AriCommandExecutor:
                 await bridges.addChannel(bridgeId=bridge_id, channel=list(channel_ids))
             case DestroyBridge(bridge_id=bridge_id):
                 await bridges.destroy(bridgeId=bridge_id)
+            case StartMoh(bridge_id=bridge_id, music_class=music_class):
+                await bridges.startMoh(bridgeId=bridge_id, mohClass=music_class)
+            case StopMoh(bridge_id=bridge_id):
+                await bridges.stopMoh(bridgeId=bridge_id)
 
 
 @dataclass(eq=False)
@@ -310,15 +316,41 @@ class AriRuntime:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, reconnecting whenever Asterisk goes away."""
-        await keep_connected(
-            self._session,
-            stop,
-            what="ARI",
-            failures=(*ARI_FAILURES, ValueError),
-            minimum=self._settings.reconnect_min_seconds,
-            maximum=self._settings.reconnect_max_seconds,
+        background = [
+            asyncio.ensure_future(app.background(self, stop))
+            for app in self._apps.values()
+            if app.background is not None
+        ]
+        try:
+            await keep_connected(
+                self._session,
+                stop,
+                what="ARI",
+                failures=(*ARI_FAILURES, ValueError),
+                minimum=self._settings.reconnect_min_seconds,
+                maximum=self._settings.reconnect_max_seconds,
+            )
+            await self._cancel_workers()
+        finally:
+            stop.set()
+            await asyncio.gather(*background)
+
+    def deliver(self, call_id: str, event: CallEvent) -> bool:
+        owner = self._owners.get(call_id)
+        if owner is None:
+            return False
+        owner.mailbox.put_nowait(event)
+        return True
+
+    def emit(self, event: Event) -> None:
+        self.events.emit(event)
+
+    def spawn(self, app: str, call_id: str, opening: Callable[[datetime], Transition[Any]]) -> None:
+        spec = self._apps[app]
+        worker = self._start_worker(
+            app, spec.machine, spec.services, lambda: opening(self._clock()), None
         )
-        await self._cancel_workers()
+        self.claim(call_id, worker)
 
     def claim(self, object_id: str, worker: CallWorker) -> None:
         """Route every later event about this channel or bridge to ``worker``."""
@@ -434,7 +466,10 @@ class AriRuntime:
             if self._owners.get(object_id) is worker and object_id in live:
                 worker.mailbox.put_nowait(
                     ChannelStateChange(
-                        type="ChannelStateChange", application=worker.app, channel=live[object_id]
+                        type="ChannelStateChange",
+                        application=worker.app,
+                        channel=live[object_id],
+                        resynced=True,
                     )
                 )
         self._report_gone(owned_before, now, "gone while ARI was disconnected")

@@ -2,8 +2,9 @@
 
 Agents belong to 1-3 queues with penalties 0-1; queues mix every strategy; half the agents
 are free. Measured: building the snapshot, one ``next_offer`` (the decision), ``after`` (the
-update the next decision needs: the waiter gone, the agents ringing), and a whole round of
-``assign`` from scratch.
+update the next decision needs: the waiter gone, the agents ringing), a whole round of
+``assign`` from scratch (the baseline a naive dispatcher pays per decision), and the whole
+ACD center handling callers joining, answers and talk ends at that scale.
 
     .venv/bin/python bench/acd_policy.py [--decisions 2000]
 """
@@ -15,8 +16,10 @@ import gc
 import random
 import statistics
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from acd.center import AcdCenter, CenterEvent, Join, OfferAnswered, Outcome, RingAgents, TalkEnded
 from acd.models import STRATEGIES, Agent, AgentStatus, Membership, Queue, Waiter
 from acd.policy import AcdSnapshot, RoundRobinMemory, assign
 
@@ -65,6 +68,64 @@ def call_centre(
     return queue_list, waiter_list, memberships, agent_list
 
 
+def center_events(
+    queues: list[Queue],
+    waiters: list[Waiter],
+    memberships: list[Membership],
+    agents: list[Agent],
+    cycles: int,
+) -> dict[str, list[float]]:
+    """The whole ACD center at the same scale: every agent logged in and free, the waiters
+    join (the first ones are offered at once), then cycles of answer -> talk ended (the agent
+    picks the next of ~5,000 waiting callers) -> a new caller joins. Each input is timed with
+    everything it does: the decision, status changes, events, wake-ups."""
+    free = [replace(a, status="free") for a in agents]
+    center = AcdCenter(queues, free, memberships, rng=random.Random(3))
+    samples: dict[str, list[float]] = {
+        "center: caller joins": [],
+        "center: agent answers": [],
+        "center: talk ends, next caller offered": [],
+    }
+    now = NOW
+
+    def timed(name: str, event: CenterEvent) -> Outcome:
+        start = time.perf_counter()
+        outcome = center.handle(event, now)
+        samples[name].append(time.perf_counter() - start)
+        return outcome
+
+    ringing: list[tuple[str, str]] = []
+
+    def collect(outcome: Outcome) -> None:
+        for command in outcome.commands:
+            if isinstance(command, RingAgents):
+                ringing.append((command.waiter.waiter_id, command.agents[0].agent_id))
+
+    for waiter in waiters:
+        collect(timed("center: caller joins", Join(waiter)))
+    for extra in range(1, cycles + 1):
+        if not ringing:
+            break
+        waiter_id, agent_id = ringing.pop(random.randrange(len(ringing)))
+        now += timedelta(milliseconds=10)
+        timed("center: agent answers", OfferAnswered(waiter_id, agent_id))
+        collect(timed("center: talk ends, next caller offered", TalkEnded(waiter_id, agent_id)))
+        queue_id = queues[extra % len(queues)].queue_id
+        collect(
+            timed(
+                "center: caller joins",
+                Join(
+                    Waiter(
+                        waiter_id=f"x{extra}",
+                        queue_id=queue_id,
+                        waiting_since=now,
+                    )
+                ),
+            )
+        )
+    return samples
+
+
 def percentiles(samples: list[float]) -> tuple[float, float, float]:
     """p50, p99, max in microseconds."""
     ordered = sorted(samples)
@@ -110,6 +171,7 @@ def main() -> None:
         result, _ = assign(queues, waiters, memberships, agents, NOW, RoundRobinMemory(), choice)
         rounds.append(time.perf_counter() - start)
         offers = len(result)
+    center_samples = center_events(queues, waiters, memberships, agents, args.decisions)
     gc.enable()
 
     free = sum(a.status == "free" for a in agents)
@@ -123,6 +185,7 @@ def main() -> None:
         ("next offer (decision)", decide),
         ("after (waiter gone, agents ringing)", update),
         ("whole round: assign from scratch", rounds),
+        *center_samples.items(),
     ):
         p50, p99, worst = percentiles(samples)
         print(f"{name:<38}{p50:>10.1f}{p99:>10.1f}{worst:>10.1f}")

@@ -34,17 +34,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import math
-import os
 import re
-import resource
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -53,36 +48,46 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_seconds
-from routing_e2e import free_udp_port, process_cpu, routing_service
+from common import (
+    SCENARIOS,
+    BridgeWatcher,
+    PortWatcher,
+    add_app_route,
+    add_artifact_arguments,
+    add_step_arguments,
+    app_channels,
+    ari_app,
+    busy_share,
+    clean_up_workdir,
+    command_means,
+    cpu_sample,
+    cpu_spent,
+    last_sipp_stats,
+    machine_busy,
+    metrics,
+    percentile,
+    preflight,
+    print_command_table,
+    register,
+    running_stack_pids,
+    sip_accounts,
+    sipp_callers,
+    step_prefix,
+    stop_sipps,
+)
+from routing_e2e import free_udp_port, routing_service
 
-from routing.models import RouteSpec
-from routing.store import apply_import
-from softswitch.accounts import upsert_account
 from softswitch.db import temporary_database
-from softswitch.settings import AriSettings, Settings, load_settings
-from softswitch.stack import services
-from softswitch.stack.host import port_open
+from softswitch.settings import Settings, load_settings
 
-REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = REPO / "tests" / "e2e" / "scenarios"
 FLAT = "15"
 APP = "multiring"
 LOG_LINE = re.compile(r"^(\w+) (\S+) (\S+)(?: ([\d.]+) ([\d.]+))?$")
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def triple(values: list[float]) -> str:
@@ -90,78 +95,6 @@ def triple(values: list[float]) -> str:
     if not values:
         return "-"
     return " / ".join(f"{percentile(values, p) * 1000:.1f}" for p in (50, 95, 99))
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    total = sum(fields[:8])
-    return total - fields[3] - fields[4], total
-
-
-def kamailio_cpu(main_pid: int | None) -> float:
-    """CPU seconds of the stack's Kamailio: its main process and its children (another
-    Kamailio may run on the machine)."""
-    if main_pid is None:
-        return 0.0
-    total = process_cpu(main_pid)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[1]) == main_pid:
-                total += cpu_seconds(int(entry.name))
-        except (OSError, ValueError):
-            continue
-    return total
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def udp_ports_in_use(first: int, last: int) -> int:
-    """Bound local UDP ports within [first, last] (Asterisk's RTP range), from /proc/net."""
-    count = 0
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                port = int(line.split()[1].rsplit(":", 1)[1], 16)
-                count += first <= port <= last
-    return count
-
-
-class PortWatcher:
-    """Peak of Asterisk's RTP ports in use while a step runs (sampled every 0.1 s)."""
-
-    def __init__(self, first: int, last: int) -> None:
-        self.first, self.last = first, last
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PortWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.peak = max(self.peak, udp_ports_in_use(self.first, self.last))
-
-    def wait_drained(self, fraction: float, timeout: float) -> int:
-        """Until at most ``fraction`` of the range is in use; returns what is in use."""
-        deadline = time.monotonic() + timeout
-        while (used := udp_ports_in_use(self.first, self.last)) > fraction * (
-            self.last - self.first + 1
-        ) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        return used
 
 
 # ---- directory, accounts, registrations ----
@@ -173,10 +106,6 @@ class Fixture:
     building: str
     panels: list[str]
     devices: list[tuple[str, str]]  # (account, password); device 0 answers
-
-    @property
-    def accounts(self) -> list[str]:
-        return [*self.panels, *(account for account, _ in self.devices)]
 
 
 @contextmanager
@@ -191,12 +120,8 @@ def directory(settings: Settings, scratch_url: str, panels: int, legs: int) -> I
         [f"bp{tag}{n:04d}" for n in range(panels)],
         [(f"bd{tag}{n:02d}", secrets.token_hex(8)) for n in range(legs)],
     )
-    url, domain = settings.database.url, settings.kamailio.sip_domain
-    try:
-        for account in fixture.panels:
-            upsert_account(url, account, domain, secrets.token_hex(8))
-        for account, password in fixture.devices:
-            upsert_account(url, account, domain, password)
+    panel_accounts = [(panel, secrets.token_hex(8)) for panel in fixture.panels]
+    with sip_accounts(settings, [*panel_accounts, *fixture.devices]):
         with psycopg.connect(scratch_url) as conn, conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO intercom_panel (panel_id, account, building, address)"
@@ -212,27 +137,6 @@ def directory(settings: Settings, scratch_url: str, panels: int, legs: int) -> I
                 [(fixture.building, FLAT, a, n) for n, (a, _) in enumerate(fixture.devices)],
             )
         yield fixture
-    finally:
-        with psycopg.connect(url) as conn:
-            conn.execute("DELETE FROM subscriber WHERE username = ANY(%s)", (fixture.accounts,))
-            conn.execute("DELETE FROM location WHERE username = ANY(%s)", (fixture.accounts,))
-
-
-def register(
-    sip: str, account: str, password: str, contact_port: int, expires: int, workdir: Path
-) -> None:
-    command = [
-        "sipp", sip, "-sf", str(SCENARIOS / "bench_register.xml"), "-s", account,
-        "-au", account, "-ap", password,
-        "-key", "contact_port", str(contact_port), "-key", "expires", str(expires),
-        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-m", "1",
-        "-timeout", "10s", "-timeout_error", "-nostdin",
-    ]  # fmt: skip
-    done = subprocess.run(
-        command, cwd=workdir, capture_output=True, text=True, timeout=20, check=False
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"REGISTER {account} failed ({done.returncode}): {done.stdout[-500:]}")
 
 
 @dataclass
@@ -276,199 +180,7 @@ def devices(
                 raise SystemExit(f"sipp device {device.index} exited at start")
         yield started
     finally:
-        for device in started:
-            if device.process.poll() is None:
-                device.process.send_signal(signal.SIGUSR1)  # sipp: stop, flush, exit
-        for device in started:
-            try:
-                device.process.wait(5)
-            except subprocess.TimeoutExpired:
-                device.process.kill()
-                device.process.wait(5)
-
-
-# ---- our processes ----
-
-
-@contextmanager
-def ari_app(
-    settings: Settings,
-    args: argparse.Namespace,
-    database_url: str,
-    log_path: Path,
-    metrics_port: int,
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`softswitch ari --app multiring` on the scratch database (directory, outbox), JSON
-    logs, until connected; SIGTERM after."""
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            *(["-m", "cProfile", "-o", str(args.ari_profile)] if args.ari_profile else []),
-            *("-m", "softswitch", "ari", "--app", APP),
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=log_path.open("wb"),
-        env={
-            **os.environ,
-            "SOFTSWITCH_DATABASE_URL": database_url,
-            "SOFTSWITCH_LOG_JSON_FORMAT": "true",
-            "SOFTSWITCH_MULTIRING_RING_SECONDS": str(args.ring_seconds),
-            "SOFTSWITCH_DIRECTORY_CRM_URL": "",
-            "SOFTSWITCH_DIRECTORY_PUSH_URL": "",
-            "SOFTSWITCH_METRICS_HOST": "127.0.0.1",
-            "SOFTSWITCH_METRICS_PORT": str(metrics_port),
-        },
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while '"ARI connected"' not in log_path.read_text():
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"softswitch ari did not connect; see {log_path}")
-            time.sleep(0.1)
-        yield child
-    finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            code = child.wait(15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            code = child.wait()
-        if code != 0:
-            print(f"warning: softswitch ari exited with {code}; see {log_path}", file=sys.stderr)
-
-
-class BridgeWatcher:
-    """ChannelEnteredBridge events of every channel, on an ARI websocket of our own."""
-
-    def __init__(self, ari: AriSettings, app: str) -> None:
-        password = ari.password.get_secret_value() if ari.password else ""
-        self._base = ari.url.rstrip("/")
-        self._params = {"api_key": f"{ari.user}:{password}"}
-        self._app = app
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.entered: list[dict[str, Any]] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> BridgeWatcher:
-        self._thread.start()
-        if not self._ready.wait(15):
-            raise SystemExit(f"ARI websocket of the bench did not come up: {self._error!r}")
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        import asyncio
-
-        try:
-            asyncio.run(self._listen())
-        except BaseException as exc:  # reported by __enter__ or seen as missing events
-            self._error = exc
-
-    async def _listen(self) -> None:
-        import aiohttp
-
-        async with aiohttp.ClientSession() as http:
-            ws_url = self._base.replace("http", "ws", 1) + "/ari/events"
-            params = {**self._params, "app": self._app, "subscribeAll": "true"}
-            async with http.ws_connect(ws_url, params=params) as ws:
-                answer = await http.put(
-                    f"{self._base}/ari/applications/{self._app}/eventFilter",
-                    params=self._params,
-                    json={"allowed": [{"type": "ChannelEnteredBridge"}]},
-                )
-                answer.raise_for_status()
-                self._ready.set()
-                while not self._stop.is_set():
-                    try:
-                        message = await ws.receive(timeout=0.5)
-                    except TimeoutError:
-                        continue
-                    if message.type != aiohttp.WSMsgType.TEXT:
-                        if message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                            return
-                        continue
-                    raw = message.json()
-                    if raw.get("type") == "ChannelEnteredBridge":
-                        channel = raw["channel"]
-                        self.entered.append(
-                            {
-                                "bridge": raw["bridge"]["id"],
-                                "channel": channel["id"],
-                                "sip_call_id": (channel.get("channelvars") or {}).get(
-                                    "SIP_CALL_ID"
-                                ),
-                                "at": datetime.strptime(
-                                    raw["timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z"
-                                ).timestamp(),
-                            }
-                        )
-
-
-def ari_get(ari: AriSettings, path: str) -> Any:
-    """GET an ARI resource; retried: Asterisk refuses HTTP sessions beyond its sessionlimit."""
-    password = ari.password.get_secret_value() if ari.password else ""
-    for attempt in range(5):
-        try:
-            answer = httpx.get(
-                f"{ari.url.rstrip('/')}/ari/{path}",
-                params={"api_key": f"{ari.user}:{password}"},
-                timeout=5,
-            )
-            answer.raise_for_status()
-            return answer.json()
-        except httpx.TransportError:
-            if attempt == 4:
-                raise
-            time.sleep(0.5)
-
-
-def tcp_clients(port: int) -> int:
-    """Established TCP connections to a local port (websockets of ARI clients)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                count += local_port == port and fields[3] == "01"
-    return count
-
-
-def app_channels(ari: AriSettings) -> int:
-    """Channels of the multiring app still in Asterisk: legs and panels."""
-    return sum(
-        1
-        for c in ari_get(ari, "channels")
-        if c["id"].startswith(f"{APP}-")
-        or c.get("dialplan", {}).get("app_data", "").startswith(APP)
-    )
-
-
-def metrics(port: int) -> dict[str, float]:
-    """The ARI process's Prometheus samples that matter here."""
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return {}
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(
-            (
-                "softswitch_ari_active_calls",
-                "softswitch_ari_command_errors_total",
-                "softswitch_ari_command_seconds_sum",
-                "softswitch_ari_command_seconds_count",
-            )
-        ):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
+        stop_sipps(device.process for device in started)
 
 
 # ---- one step ----
@@ -522,19 +234,8 @@ class Step:
 
     def command_ms(self) -> dict[str, tuple[float, float]]:
         """(commands per call, mean ms) of each command the ARI process carried out during the
-        step (ARI round trip, or the app service for LookupFlat), from its
-        softswitch_ari_command_seconds histogram."""
-        means = {}
-        for name, total in self.metrics_after.items():
-            if not name.startswith("softswitch_ari_command_seconds_sum"):
-                continue
-            count_name = name.replace("_sum", "_count", 1)
-            count = self.metrics_after.get(count_name, 0) - self.metrics_before.get(count_name, 0)
-            command = re.search(r'command="(\w+)"', name)
-            if count and command:
-                spent = total - self.metrics_before.get(name, 0)
-                means[command.group(1)] = (count / max(self.calls, 1), spent * 1000 / count)
-        return means
+        step (ARI round trip, or the app service for LookupFlat)."""
+        return command_means(self.metrics_before, self.metrics_after, self.calls)
 
 
 def parse_log(path: Path) -> list[tuple[str, str, str, float | None]]:
@@ -557,38 +258,31 @@ def run_step(
     label: str, rate: float, calls: int, ctx: dict[str, Any], args: argparse.Namespace
 ) -> Step:
     workdir: Path = ctx["workdir"]
-    prefix = f"{re.sub(r'[^a-z0-9]+', '-', label)}-{secrets.token_hex(2)}"
+    prefix = step_prefix(label)
     log, stats = workdir / f"{prefix}.log", workdir / f"{prefix}.csv"
     timeout = int(calls / rate * 1.5 + args.ring_seconds + 30)
-    command = [
-        "sipp", ctx["sip"], "-sf", str(SCENARIOS / "bench_uac_panel.xml"), "-s", FLAT,
-        "-inf", str(ctx["panels_csv"]),
-        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_udp_port()),
-        "-r", f"{rate:g}", "-rp", "1000", "-m", str(calls), "-l", str(int(rate * 30) + 20),
-        "-d", str(args.talk_ms), "-recv_timeout", str(int(args.ring_seconds * 1000) + 10000),
-        "-cid_str", f"{prefix}-%u@%s",
-        "-timeout", f"{timeout}s", "-timeout_error", "-nostdin",
-        "-trace_logs", "-log_file", str(log), "-trace_stat", "-stf", str(stats),
-        "-trace_err", "-error_file", str(workdir / f"{prefix}-errors.log"),
-    ]  # fmt: skip
+    command = sipp_callers(
+        ctx["sip"],
+        SCENARIOS / "bench_uac_panel.xml",
+        FLAT,
+        ctx["panels_csv"],
+        rate=rate,
+        calls=calls,
+        talk_ms=args.talk_ms,
+        recv_timeout_ms=int(args.ring_seconds * 1000) + 10000,
+        prefix=prefix,
+        timeout=timeout,
+        workdir=workdir,
+        options=["-trace_logs", "-log_file", str(log)],
+    )
     pids: dict[str, int] = ctx["pids"]
     devices: list[Device] = ctx["devices"]
     state_dir: Path = ctx["state_dir"]
-    # The stack is shared: a restart of Kamailio or Asterisk by someone else spoils a step.
-    stack_pids = (
-        services.running_pid(services.KAMAILIO, state_dir),
-        services.running_pid(services.ASTERISK, state_dir),
-    )
+    stack_pids = running_stack_pids(state_dir)
     pids["kamailio"], pids["asterisk"] = stack_pids[0] or 0, stack_pids[1] or 0
 
     def sample() -> dict[str, float]:
-        return {
-            "ari": process_cpu(pids["ari"]),
-            "asterisk": process_cpu(pids["asterisk"]),
-            "kamailio": kamailio_cpu(pids["kamailio"]),
-            "routing": process_cpu(pids["routing"]),
-            "sipp": children_cpu() + sum(process_cpu(d.process.pid) for d in devices),
-        }
+        return cpu_sample(pids, [d.process.pid for d in devices])
 
     ports: PortWatcher = ctx["ports"]
     ports.wait_drained(args.drained, 60)
@@ -607,13 +301,11 @@ def run_step(
     step = Step(label, rate, calls, wall=time.monotonic() - started, rtp_peak=watcher.peak)
     step.metrics_before = metrics_before
     burst, busy_after = sample(), machine_busy()
-    step.burst_cpu = {name: burst[name] - before[name] for name in before}
-    step.busy = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1)
-    if stats.is_file():
-        rows = list(csv.DictReader(stats.open(), delimiter=";"))
-        if rows:
-            step.successful = int(rows[-1]["SuccessfulCall(C)"])
-            step.failed = int(rows[-1]["FailedCall(C)"])
+    step.burst_cpu = cpu_spent(before, burst)
+    step.busy = busy_share(busy_before, busy_after)
+    if totals := last_sipp_stats(stats):
+        step.successful = int(totals["SuccessfulCall(C)"])
+        step.failed = int(totals["FailedCall(C)"])
     calls_by_id: dict[str, PanelCall] = {}
     for kind, call_id, panel, at in parse_log(log):
         if kind == "PANEL_INVITE" and at is not None:
@@ -626,7 +318,7 @@ def run_step(
     left = -1  # unknown: ARI did not answer (too many HTTP sessions)
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            left = app_channels(ctx["ari"])
+            left = app_channels(ctx["ari"], APP, app_data_prefix=APP)
             if not left:
                 break
         time.sleep(0.5)
@@ -634,12 +326,8 @@ def run_step(
     step.metrics_after = metrics(ctx["metrics_port"])
     # The CPU of a call includes what Asterisk does until it frees the call's RTP ports.
     ports.wait_drained(args.drained, 60)
-    after = sample()
-    step.cpu = {name: after[name] - before[name] for name in before}
-    step.stack_restarted = stack_pids != (
-        services.running_pid(services.KAMAILIO, state_dir),
-        services.running_pid(services.ASTERISK, state_dir),
-    )
+    step.cpu = cpu_spent(before, sample())
+    step.stack_restarted = stack_pids != running_stack_pids(state_dir)
     return step
 
 
@@ -766,17 +454,11 @@ def report(steps: list[Step], args: argparse.Namespace, ari_log: Path, rtp_ports
             samples.setdefault(key, line[:400])
     for key, count in sorted(levels.items(), key=lambda kv: -kv[1]):
         notes.append(f"ARI log: {count} x {key}")
-    commands = sorted({c for s in steps for c in s.command_ms()})
-    print(
-        "\nCommands of the ARI process: per call x mean ms (ARI round trip; LookupFlat: directory)"
+    print_command_table(
+        "\nCommands of the ARI process: per call x mean ms (ARI round trip; LookupFlat: directory)",
+        "step",
+        [(s.label, s.command_ms()) for s in steps],
     )
-    print(f"\n| step | {' | '.join(commands)} |\n" + "|---" * (len(commands) + 1) + "|")
-    for s in steps:
-        means = s.command_ms()
-        cells = " | ".join(
-            f"{means[c][0]:.1f} x {means[c][1]:.1f}" if c in means else "-" for c in commands
-        )
-        print(f"| {s.label} | {cells} |")
     print()
     for note in notes or ["nothing unusual: no ARI warnings, no stuck channels"]:
         print(f"- {note}")
@@ -803,37 +485,14 @@ def main() -> None:
         default=0,
         help="calls per rate step, at most (0: rate x seconds)",
     )
-    parser.add_argument(
-        "--drained",
-        type=float,
-        default=0.05,
-        help="a step starts when at most this fraction of the RTP range is in use",
-    )
-    parser.add_argument("--warmup-calls", type=int, default=10)
-    parser.add_argument("--keep", action="store_true", help="keep the sipp and ARI logs")
-    parser.add_argument(
-        "--ari-profile", type=Path, help="run the ARI process under cProfile, stats to this file"
-    )
+    add_step_arguments(parser)
+    add_artifact_arguments(parser)
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r]
 
     settings = load_settings()
-    routing, state_dir = settings.routing, settings.stack.state_dir
-    if port_open(routing.host, routing.port):
-        raise SystemExit(
-            f"{routing.url}: something already listens there (`softswitch demo`, `softswitch"
-            " routing` or an e2e test session?); stop it first"
-        )
-    asterisk_pid = services.running_pid(services.ASTERISK, state_dir)
-    kamailio_pid = services.running_pid(services.KAMAILIO, state_dir)
-    if asterisk_pid is None or kamailio_pid is None:
-        raise SystemExit("the stack is not running: softswitch stack up")
-    if any(a["name"] == APP for a in ari_get(settings.ari, "applications")) and tcp_clients(
-        urlsplit(settings.ari.url).port or 8088
-    ):
-        # Registered without any ARI client connected: leftovers of a stopped process, which
-        # our ARI process adopts or cleans up when it connects.
-        raise SystemExit(f"another process may serve the Stasis app {APP}; stop it first")
+    state_dir = settings.stack.state_dir
+    asterisk_pid, kamailio_pid = preflight(settings, APP)
     sip = f"{settings.kamailio.sip_ip}:{settings.kamailio.sip_port}"
     # Every live channel holds 2 ports (RTP + RTCP) of Asterisk's range: 2 x (legs + 1) per
     # call while it rings; the steps report the peak.
@@ -860,15 +519,14 @@ def main() -> None:
             temporary_database(settings.database, prefix="softswitch_bench")
         )
         fixture = stack.enter_context(directory(settings, database.url, args.panels, args.legs))
-        with psycopg.connect(database.url) as conn:
-            route = {
-                "name": f"bench: panels {fixture.tag} call flats",
-                "priority": 1,
-                "match": {"caller": f"^bp{fixture.tag}\\d+$", "callee": r"^\d{1,4}$"},
-                "action": "app",
-                "app": APP,
-            }
-            apply_import(conn, [RouteSpec.model_validate(route)], replace=False)
+        route = {
+            "name": f"bench: panels {fixture.tag} call flats",
+            "priority": 1,
+            "match": {"caller": f"^bp{fixture.tag}\\d+$", "callee": r"^\d{1,4}$"},
+            "action": "app",
+            "app": APP,
+        }
+        add_app_route(database.url, route)
         routing_pid = stack.enter_context(
             routing_service(settings, database.url, workdir / "routing.log")
         )
@@ -886,8 +544,16 @@ def main() -> None:
         watcher = stack.enter_context(BridgeWatcher(settings.ari, f"bench{fixture.tag}"))
         metrics_port = free_udp_port()
         ari_log = workdir / "ari.log"
+        # `softswitch ari --app multiring` on the scratch database (directory, outbox).
+        ari_env = {
+            "SOFTSWITCH_MULTIRING_RING_SECONDS": str(args.ring_seconds),
+            "SOFTSWITCH_DIRECTORY_CRM_URL": "",
+            "SOFTSWITCH_DIRECTORY_PUSH_URL": "",
+            "SOFTSWITCH_METRICS_HOST": "127.0.0.1",
+            "SOFTSWITCH_METRICS_PORT": str(metrics_port),
+        }
         ari_process = stack.enter_context(
-            ari_app(settings, args, database.url, ari_log, metrics_port)
+            ari_app(APP, args.ari_profile, database.url, ari_log, ari_env)
         )
         panels_csv = workdir / "panels.csv"
         panels_csv.write_text("SEQUENTIAL\n" + "".join(f"{p};\n" for p in fixture.panels))
@@ -932,12 +598,7 @@ def main() -> None:
         entered = list(watcher.entered)
     analyse(steps, device_list, entered, args.legs)
     report(steps, args, ari_log, rtp_ports)
-    if args.keep:
-        print(f"\nlogs kept in {workdir}")
-    else:
-        import shutil
-
-        shutil.rmtree(workdir, ignore_errors=True)
+    clean_up_workdir(workdir, args.keep)
 
 
 if __name__ == "__main__":

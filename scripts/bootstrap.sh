@@ -19,6 +19,11 @@ apt_install() {
 if ! python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     apt_install python3
 fi
+# docker-compose 1.29 (Debian 12): tests/unit/test_compose.py checks compose/ with
+# `docker-compose config`, which needs no Docker daemon.
+if ! command -v docker-compose >/dev/null 2>&1; then
+    apt_install docker-compose
+fi
 # Debian splits venv/ensurepip out of python3; a half-made .venv is recreated.
 if [ ! -x .venv/bin/pip ]; then
     rm -rf .venv

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -21,6 +22,7 @@ from softswitch import db, logs
 from softswitch.settings import MetricsSettings, Settings, load_settings
 
 if TYPE_CHECKING:
+    from acd.store import AcdConfig
     from softswitch.directory.store import KeyedDiff
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -40,10 +42,16 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(routes_app, name="routes")
 app.add_typer(directory_app, name="directory")
 _T = TypeVar("_T")
+_Doc = TypeVar("_Doc")
+_Plan = TypeVar("_Plan")
 sos_app = typer.Typer(
     no_args_is_help=True, help="The 112 number pool of door intercoms: cities and numbers."
 )
 app.add_typer(sos_app, name="sos")
+acd_app = typer.Typer(
+    no_args_is_help=True, help="ACD call-centre queues: queues, agents and their memberships."
+)
+app.add_typer(acd_app, name="acd")
 
 
 def _settings() -> Settings:
@@ -223,6 +231,14 @@ def routes_test(
             formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"],
         ),
     ] = None,
+    untrusted: Annotated[
+        bool,
+        typer.Option(
+            "--untrusted",
+            help="as from a caller Kamailio does not vouch for (not an authenticated account,"
+            " not a trusted peer): relays outside our domain need a `public` route",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
 ) -> None:
     """Decide one call against the routes in PostgreSQL, exactly as the service would."""
@@ -240,10 +256,17 @@ def routes_test(
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     decision = decide(
-        CallRequest(caller=caller, caller_host=caller_host, callee=callee, callee_host=callee_host),
+        CallRequest(
+            caller=caller,
+            caller_host=caller_host,
+            callee=callee,
+            callee_host=callee_host,
+            trusted=not untrusted,
+        ),
         RouteTable.compile(loaded.good),
         moment,
         max_chain=settings.routing.max_chain,
+        local_hosts=settings.kamailio.local_hosts,
     )
     if as_json:
         typer.echo(decision.model_dump_json())
@@ -314,6 +337,32 @@ def _echo_plan(diffs: dict[tuple[str, str], KeyedDiff[Any]], *, dry_run: bool) -
         )
 
 
+def _import(
+    parsed: tuple[_Doc, list[str]],
+    *,
+    current: Callable[[psycopg.Connection[Any]], _Doc],
+    problems: Callable[[psycopg.Connection[Any], _Doc, _Doc], list[str]],
+    plan: Callable[[_Doc, _Doc], _Plan],
+    apply: Callable[[psycopg.Connection[Any], _Doc], _Plan],
+    dry_run: bool,
+) -> _Plan:
+    """What `directory`, `sos` and `acd import` share, all or nothing: any problem of the
+    file (``parsed`` errors, then ``problems`` against what is there) refuses it before a
+    single row is written; a dry run plans, a real one applies in one transaction."""
+    incoming, errors = parsed
+    _refuse_import_errors(errors)
+    # Autocommit: the checks' reads must not turn the import's transaction into a savepoint.
+    with psycopg.connect(_settings().database.url, autocommit=True) as conn:
+        existing = current(conn)
+        _refuse_import_errors(problems(conn, existing, incoming))
+        if dry_run:
+            return plan(existing, incoming)
+        try:
+            return apply(conn, incoming)
+        except psycopg.errors.IntegrityError as exc:
+            raise _refused_by_database(exc) from exc
+
+
 @directory_app.command("import")
 def directory_import(
     file: Annotated[
@@ -333,19 +382,14 @@ def directory_import(
         unknown_city_problems,
     )
 
-    settings = _settings()
-    directory, errors = parse_directory_file(file.read())
-    _refuse_import_errors(errors)
-    # Autocommit: the checks' reads must not turn the import's transaction into a savepoint.
-    with psycopg.connect(settings.database.url, autocommit=True) as conn:
-        _refuse_import_errors(unknown_city_problems(conn, directory))
-        if dry_run:
-            plan = plan_directory_import(current_directory(conn), directory, replace=replace)
-        else:
-            try:
-                plan = apply_directory_import(conn, directory, replace=replace)
-            except psycopg.errors.IntegrityError as exc:
-                raise _refused_by_database(exc) from exc
+    plan = _import(
+        parse_directory_file(file.read()),
+        current=current_directory,
+        problems=lambda conn, _, new: unknown_city_problems(conn, new),
+        plan=lambda old, new: plan_directory_import(old, new, replace=replace),
+        apply=lambda conn, new: apply_directory_import(conn, new, replace=replace),
+        dry_run=dry_run,
+    )
     _echo_plan({("panel", "panels"): plan.panels, ("flat", "flats"): plan.flats}, dry_run=dry_run)
 
 
@@ -398,21 +442,15 @@ def sos_import(
         reference_problems,
     )
 
-    settings = _settings()
-    pool, errors = parse_sos_file(
-        file.read(), default_reservation_minutes=settings.sos.reservation_minutes
+    reservation = _settings().sos.reservation_minutes
+    plan = _import(
+        parse_sos_file(file.read(), default_reservation_minutes=reservation),
+        current=current_pool,
+        problems=lambda _, old, new: reference_problems(old, new, replace=replace),
+        plan=lambda old, new: plan_sos_import(old, new, replace=replace),
+        apply=lambda conn, new: apply_sos_import(conn, new, replace=replace),
+        dry_run=dry_run,
     )
-    _refuse_import_errors(errors)
-    with psycopg.connect(settings.database.url, autocommit=True) as conn:
-        current = current_pool(conn)
-        _refuse_import_errors(reference_problems(current, pool, replace=replace))
-        if dry_run:
-            plan = plan_sos_import(current, pool, replace=replace)
-        else:
-            try:
-                plan = apply_sos_import(conn, pool, replace=replace)
-            except psycopg.errors.IntegrityError as exc:
-                raise _refused_by_database(exc) from exc
     _echo_plan(
         {("city", "cities"): plan.cities, ("number", "numbers"): plan.numbers}, dry_run=dry_run
     )
@@ -513,6 +551,104 @@ def sos_unblock(number: Annotated[str, typer.Argument(help="pool number, E.164")
         typer.echo(f"{number} is no blocked pool number", err=True)
         raise typer.Exit(1)
     typer.echo(f"unblocked {number}")
+
+
+@acd_app.command("import")
+def acd_import(
+    file: Annotated[
+        typer.FileText,
+        typer.Argument(help="JSON {queues, agents} as `export` prints ('-' = stdin)"),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show the diff")] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="delete queues and agents that are not in the file")
+    ] = False,
+) -> None:
+    """Validate every queue and agent, then write all of them in one transaction (or none).
+
+    Agents keep their status and counters; an agent in the file has exactly the queues it
+    lists there.
+    """
+    from acd.store import (
+        apply_acd_import,
+        current_acd,
+        parse_acd_file,
+        plan_acd_import,
+        reference_problems,
+    )
+
+    plan = _import(
+        parse_acd_file(file.read()),
+        current=current_acd,
+        problems=lambda _, old, new: reference_problems(old, new, replace=replace),
+        plan=lambda old, new: plan_acd_import(old, new, replace=replace),
+        apply=lambda conn, new: apply_acd_import(conn, new, replace=replace),
+        dry_run=dry_run,
+    )
+    _echo_plan(
+        {
+            ("queue", "queues"): plan.queues,
+            ("agent", "agents"): plan.agents,
+            ("membership", "memberships"): plan.memberships,
+        },
+        dry_run=dry_run,
+    )
+
+
+@acd_app.command("export")
+def acd_export() -> None:
+    """Print queues and agents as the JSON `acd import` reads (export then import is a no-op)."""
+    from acd.store import export_acd
+
+    settings = _settings()
+    with psycopg.connect(settings.database.url) as conn:
+        document = export_acd(conn)
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _load_acd() -> AcdConfig:
+    """The ACD's configuration and agent status as the ACD app loads them."""
+    from acd.store import load_acd
+
+    settings = _settings()
+
+    async def run() -> AcdConfig:
+        async with await psycopg.AsyncConnection.connect(settings.database.url) as conn:
+            return await load_acd(conn)
+
+    return asyncio.run(run())
+
+
+@acd_app.command("agents")
+def acd_agents() -> None:
+    """Agents with their account, status (as last saved by the ACD), since when, and queues."""
+    config = _load_acd()
+    queues_of: dict[str, list[str]] = {}
+    for membership in config.memberships:
+        queues_of.setdefault(membership.agent_id, []).append(membership.queue_id)
+    typer.echo(f"{'agent':<20} {'account':<12} {'status':<24} {'since':<19}  queues")
+    for agent in config.agents:
+        status = agent.status + (f" ({agent.paused_reason})" if agent.paused_reason else "")
+        typer.echo(
+            f"{agent.agent_id:<20} {agent.account:<12} {status:<24}"
+            f" {agent.status_since.astimezone():%Y-%m-%d %H:%M:%S}"
+            f"  {', '.join(queues_of.get(agent.agent_id, [])) or '-'}"
+        )
+
+
+@acd_app.command("queues")
+def acd_queues() -> None:
+    """Queues with their strategy and how many agents serve each."""
+    config = _load_acd()
+    members: dict[str, int] = {}
+    for membership in config.memberships:
+        members[membership.queue_id] = members.get(membership.queue_id, 0) + 1
+    typer.echo(f"{'queue':<20} {'strategy':<16} {'members':>7}  name")
+    for queue in config.queues:
+        typer.echo(
+            f"{queue.queue_id:<20} {queue.strategy:<16} {members.get(queue.queue_id, 0):>7}"
+            f"  {queue.name}"
+        )
 
 
 def _run_ari_apps(settings: Settings, names: list[str]) -> None:
@@ -675,6 +811,104 @@ def accounts_list() -> None:
 
     for username, domain, contacts in accounts_with_contacts(_settings().database.url):
         typer.echo(f"{username}@{domain}  {contacts}")
+
+
+admin_app = typer.Typer(
+    no_args_is_help=True, help="The admin HTTP API (/api/v1, OpenAPI) and its access tokens."
+)
+token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of the admin API.")
+admin_app.add_typer(token_app, name="token")
+app.add_typer(admin_app, name="admin")
+
+
+class _TokenRole(StrEnum):
+    admin = "admin"
+    supervisor = "supervisor"
+    read_only = "read_only"
+
+
+@admin_app.command("serve")
+def admin_serve() -> None:
+    """Serve the admin API (and its /metrics) on SOFTSWITCH_ADMIN_HOST:_PORT until SIGTERM."""
+    import uvicorn
+
+    from softswitch.admin.app import build
+
+    settings = _settings()
+    config = uvicorn.Config(
+        build(settings),
+        host=settings.admin.host,
+        port=settings.admin.port,
+        loop="uvloop",
+        log_config=None,  # our JSON log lines (logs.configure), uvicorn's records included
+        server_header=False,
+        proxy_headers=False,  # rate limits count the real peer, not a header it can forge
+    )
+    # Once shut down gracefully, uvicorn raises the signal that stopped it again, for the
+    # handler in place before it ran: with the default one the process dies of SIGTERM
+    # (exit -15). A graceful stop is a success here, as for every other service.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    uvicorn.Server(config).run()
+
+
+@token_app.command("add")
+def admin_token_add(
+    name: Annotated[str, typer.Argument(help="who holds it, e.g. noc-grafana")],
+    role: Annotated[_TokenRole, typer.Option(help="what it may do")],
+) -> None:
+    """Create a token and print it (only now: the database keeps its SHA-256)."""
+    from softswitch.admin.auth import TOKEN_NAME, new_token, token_digest
+    from softswitch.admin.store import add_token
+
+    if not TOKEN_NAME.fullmatch(name):
+        typer.echo(
+            "NAME: letters, digits and ._@- (up to 64), starting with a letter or digit", err=True
+        )
+        raise typer.Exit(2)
+    token = new_token()
+    with psycopg.connect(_settings().database.url) as conn:
+        try:
+            add_token(conn, name, role.value, token_digest(token))
+        except psycopg.errors.UniqueViolation as exc:
+            typer.echo(
+                f"a token named {name!r} exists (revoked ones too): pick another name", err=True
+            )
+            raise typer.Exit(1) from exc
+    typer.echo(token)
+    typer.echo(f"token {name!r} ({role.value}) created; it is shown only now", err=True)
+
+
+@token_app.command("list")
+def admin_token_list() -> None:
+    """Tokens (never their text): name, role, created, last used, revoked."""
+    from softswitch.admin.store import list_tokens
+
+    with psycopg.connect(_settings().database.url) as conn:
+        tokens = list_tokens(conn)
+
+    def moment(value: datetime | None) -> str:
+        return f"{value.astimezone():%Y-%m-%d %H:%M:%S}" if value else "-"
+
+    typer.echo(f"{'name':<24} {'role':<10} {'created':<19}  {'last used':<19}  revoked")
+    for token in tokens:
+        typer.echo(
+            f"{token.name:<24} {token.role:<10} {moment(token.created_at):<19}"
+            f"  {moment(token.last_used_at):<19}  {moment(token.revoked_at)}"
+        )
+
+
+@token_app.command("revoke")
+def admin_token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
+    """Revoke a token: it authenticates nothing from now on (the row stays, for the record)."""
+    from softswitch.admin.store import revoke_token
+
+    with psycopg.connect(_settings().database.url) as conn:
+        revoked = revoke_token(conn, name)
+    if not revoked:
+        typer.echo(f"no valid token named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {name}")
 
 
 def main() -> None:

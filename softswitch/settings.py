@@ -52,7 +52,7 @@ class AriSettings(BaseModel):
     url: str = "http://127.0.0.1:8088/"
     user: str = "softswitch"
     password: SecretStr | None = None
-    apps: list[str] = Field(default_factory=lambda: ["smoke", "multiring", "panel", "sos"])
+    apps: list[str] = Field(default_factory=lambda: ["smoke", "multiring", "panel", "sos", "acd"])
     reconnect_min_seconds: float = Field(default=0.5, gt=0)
     reconnect_max_seconds: float = Field(default=10.0, gt=0)
     # How often the runtime checks its calls' channels against Asterisk's (lost events).
@@ -75,6 +75,29 @@ class KamailioSettings(BaseModel):
     sip_ip: str = "127.0.0.1"
     sip_port: int = Field(default=5060, ge=1, le=65535)
     sip_domain: str = "127.0.0.1"
+    # Sources trusted by address, comma-separated networks: SBCs, gateways, panel VLANs.
+    # Their accounts' calls need no digest auth, they are not flood-limited, and their calls
+    # may be relayed outside our domain. Loopback by default: processes on Kamailio's own
+    # host (Asterisk, load generators, the dev stack's sipp devices) are the host's peers.
+    trusted_sources: str = "127.0.0.1/32"
+    # Anti-flood: more requests than this from one untrusted source in 2 s bans it.
+    flood_requests: int = Field(default=50, ge=2, le=1_000_000)
+    flood_ban_seconds: int = Field(default=60, ge=1, le=86_400)
+
+    @field_validator("trusted_sources")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        """Normalised ``a/n,b/m``; refuses anything that is not a network."""
+        networks = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            return ",".join(str(ipaddress.ip_network(n, strict=False)) for n in networks)
+        except ValueError as exc:
+            raise ValueError(f"trusted_sources: {exc}") from None
+
+    @property
+    def local_hosts(self) -> frozenset[str]:
+        """Hosts of SIP URIs that stay with us (no open-relay check for them)."""
+        return frozenset({self.sip_domain.lower(), self.sip_ip.lower()})
 
 
 class AsteriskSettings(BaseModel):
@@ -170,6 +193,29 @@ class SosSettings(BaseModel):
         return value
 
 
+class AcdSettings(BaseModel):
+    """ACD queues (Stasis app ``acd``): queues and agents live in PostgreSQL."""
+
+    # The supervisor API of the process running the app; 0: no listener.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8091, ge=0, le=65535)
+    # How often the phones of logged-in agents are checked for calls that did not come from
+    # a queue (Kamailio's dialogs), so such agents are not offered calls.
+    phone_check_seconds: float = Field(default=2.0, gt=0, le=300)
+    # Caller ID a callback shows to the caller (the queue's public number); empty: none.
+    callback_caller_id: str = ""
+    callback_ring_seconds: float = Field(default=45.0, gt=0, le=300)
+
+
+class AdminSettings(BaseModel):
+    """The admin HTTP API (`softswitch admin serve`): every endpoint but /health needs a token."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8092, ge=1, le=65535)
+    # Failed authentications one client address may make in a minute before it gets 429.
+    auth_failures_per_minute: int = Field(default=10, ge=1, le=10_000)
+
+
 class StackSettings(BaseModel):
     """Where the local stack (sid chroot with Asterisk and Kamailio) lives."""
 
@@ -210,6 +256,8 @@ class Settings(BaseSettings):
     multiring: MultiringSettings = MultiringSettings()
     panel: PanelSettings = PanelSettings()
     sos: SosSettings = SosSettings()
+    acd: AcdSettings = AcdSettings()
+    admin: AdminSettings = AdminSettings()
     stack: StackSettings = StackSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -231,6 +279,9 @@ class Settings(BaseSettings):
             problems.append("SOFTSWITCH_AMQP_URL must not use the guest account in production")
         if not _is_loopback_or_private(self.metrics.host):
             problems.append("SOFTSWITCH_METRICS_HOST must be loopback or private in production")
+        if not _is_loopback_or_private(self.admin.host):
+            # Tokens travel in plain HTTP: a public listener needs a TLS proxy in front.
+            problems.append("SOFTSWITCH_ADMIN_HOST must be loopback or private in production")
         if problems:
             raise ValueError("; ".join(problems))
         return self

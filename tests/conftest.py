@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 # Imported at collection, not lazily by hypothesis' own plugin at session end: there pytest
@@ -27,3 +28,10 @@ def scratch_database(host_settings: Settings) -> Iterator[DatabaseSettings]:
     """An empty database of its own for one test, dropped afterwards."""
     with temporary_database(host_settings.database, prefix="softswitch_it", migrate=False) as db:
         yield db
+
+
+def free_tcp_port() -> int:
+    """A TCP port nothing listens on now, on loopback (for a service a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -13,7 +13,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from ari_apps.legs import LEG_ARG, StasisCall, answered_leg, leg_outcome, teardown
+from ari_apps.legs import (
+    LEG_ARG,
+    ROUTE_HEADER,
+    StasisCall,
+    answered_leg,
+    leg_outcome,
+    teardown,
+)
 from ari_apps.machine import Transition
 from ari_apps.models import (
     AddToBridge,
@@ -58,7 +65,6 @@ from softswitch.events.models import (
 APP = "multiring"
 RING_TIMER = "ring"
 PUSH_WAIT_HEADER = "X-Softswitch-Push-Wait"
-ROUTE_HEADER = "X-Softswitch-Route"
 
 Phase = Literal["looking_up", "ringing", "connected"]
 LegState = Literal["dialing", "ringing", "answered", "ended"]

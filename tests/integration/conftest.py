@@ -7,7 +7,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,12 +21,7 @@ import pytest
 from softswitch import db
 from softswitch.settings import DatabaseSettings
 from softswitch.stack.host import port_open
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.conftest import free_tcp_port
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from routing.engine import decide
 from routing.models import CallRequest
 from routing.store import export_specs
 from routing.table import RouteTable
-from softswitch.demo import DEMO_PANEL, seed
+from softswitch.demo import DEMO_PANEL, DEMO_QUEUE_NUMBER, seed
 from softswitch.settings import AsteriskSettings, DatabaseSettings, Settings
 
 pytestmark = pytest.mark.integration
@@ -39,3 +39,11 @@ def test_demo_seed_twice_gives_an_intercom_ringing_every_demo_phone(
     assert (from_door.action, from_door.app) == ("app", "multiring")
     to_door = decide(CallRequest(caller="1001", callee=DEMO_PANEL), routes, now)
     assert (to_door.action, to_door.app) == ("app", "panel")
+    queue = decide(CallRequest(caller="1001", callee=DEMO_QUEUE_NUMBER), routes, now)
+    assert (queue.action, queue.app, queue.app_args) == ("app", "acd", ["demo-support"])
+    with psycopg.connect(migrated_database.url) as conn:
+        agents = conn.execute(
+            "SELECT a.account, a.status FROM acd_agent a JOIN acd_membership m USING (agent_id)"
+            " WHERE m.queue_id = 'demo-support' ORDER BY a.account"
+        ).fetchall()
+    assert agents == [("1002", "free"), ("1003", "free")]

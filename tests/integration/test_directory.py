@@ -29,7 +29,8 @@ from softswitch.directory.store import (
     parse_directory_file,
 )
 from softswitch.settings import DatabaseSettings
-from tests.integration.conftest import PrivatePostgres, free_tcp_port, softswitch_cli
+from tests.conftest import free_tcp_port
+from tests.integration.conftest import PrivatePostgres, softswitch_cli
 
 pytestmark = pytest.mark.integration
 

@@ -36,7 +36,8 @@ from softswitch.events.models import (
 from softswitch.events.outbox import add_events
 from softswitch.events.relay import OutboxRelay
 from softswitch.settings import AmqpSettings, DatabaseSettings, Settings
-from tests.integration.conftest import PrivateRabbitMQ, free_tcp_port
+from tests.conftest import free_tcp_port
+from tests.integration.conftest import PrivateRabbitMQ
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
+from ari_apps.sos.app import refresh_pool_metrics
+from softswitch.db import KeptConnection
 from softswitch.settings import DatabaseSettings
 from softswitch.sos.models import ExhaustionPolicy, LeaseOutcome, PoolNumber
 from softswitch.sos.policy import choose_number
@@ -479,3 +482,29 @@ def test_directory_import_refuses_an_unknown_city_by_name(
     )
     exported = json.loads(softswitch_cli(migrated_database, "directory", "export").stdout)
     assert exported["panels"][0]["city_id"] == "novosibirsk"
+
+
+async def test_the_ari_process_keeps_the_pool_usage_gauges_current(
+    migrated_database: DatabaseSettings,
+) -> None:
+    """The sos app's background refreshes softswitch_sos_pool_numbers until stopped."""
+    url = migrated_database.url
+    import_pool(url, pool_of(3, "take_oldest"))
+    [panel] = add_panels(url, 1)
+    outcome = await lease(url, panel, "g1")
+    assert outcome.lease is not None
+    stop = asyncio.Event()
+    async with KeptConnection(url) as database:
+        refreshing = asyncio.create_task(refresh_pool_metrics(database, None, stop))  # type: ignore[arg-type]
+
+        def gauge(status: str) -> float | None:
+            return REGISTRY.get_sample_value(
+                "softswitch_sos_pool_numbers", {"city": "novosibirsk", "status": status}
+            )
+
+        async with asyncio.timeout(5):
+            while gauge("leased") != 1:
+                await asyncio.sleep(0.05)
+        assert gauge("free") == 2
+        stop.set()
+        await asyncio.wait_for(refreshing, 2)

@@ -15,10 +15,12 @@ from acd.agents import (
     Login,
     Logout,
     OfferRung,
+    OfferWithdrawn,
     Pause,
     RingNoAnswer,
     Unpause,
     WrapUpOver,
+    phone_settling,
     step,
 )
 from acd.models import Agent, AgentStatus, Queue
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
-SALES = Queue(queue_id="sales", wrap_up_seconds=10, max_no_answers=2)
+SALES = Queue(queue_id="sales", wrap_up_seconds=10, max_no_answers=2, retry_seconds=0)
 
 
 def agent(status: AgentStatus = "free", **fields: Any) -> Agent:
@@ -78,9 +80,28 @@ def test_an_answer_resets_the_no_answer_count() -> None:
 
 
 def test_max_no_answers_zero_never_pauses() -> None:
-    never = Queue(queue_id="q")
+    never = Queue(queue_id="q", retry_seconds=0)
     after = step(agent("ringing", no_answers_in_a_row=50), RingNoAnswer(never), NOW).agent
     assert after.status == "free"
+
+
+def test_a_missed_ring_rests_the_agent_for_the_retry_time_then_frees_it() -> None:
+    queue = Queue(queue_id="q", retry_seconds=5)
+    rested = step(agent("ringing", queue_id="q", waiter_id="w1"), RingNoAnswer(queue), NOW).agent
+    assert (rested.status, rested.wrap_up_until, rested.waiter_id) == (
+        "wrap_up",
+        NOW + 5 * SECOND,
+        None,
+    )
+    assert step(rested, WrapUpOver(), NOW + 4 * SECOND).rejected == "wrap-up not over yet"
+    assert step(rested, WrapUpOver(), NOW + 5 * SECOND).agent.status == "free"
+
+
+def test_a_withdrawn_ring_frees_the_agent_without_counting_a_miss() -> None:
+    ringing = agent("ringing", queue_id="q", waiter_id="w1", no_answers_in_a_row=1)
+    after = step(ringing, OfferWithdrawn(), NOW).agent
+    assert (after.status, after.no_answers_in_a_row, after.waiter_id) == ("free", 1, None)
+    assert step(agent("busy"), OfferWithdrawn(), NOW).rejected == "OfferWithdrawn while busy"
 
 
 def test_busy_elsewhere_takes_the_agent_out_without_queue_statistics() -> None:
@@ -130,3 +151,12 @@ def test_illegal_events_leave_the_agent_unchanged_and_say_why(
     after = step(before, event, NOW)
     assert after.agent is before
     assert after.rejected
+
+
+def test_a_phone_is_settling_only_just_after_a_queue_call_ended() -> None:
+    # Kamailio frees the dialog once the BYE went through: a phone that looks busy right
+    # after its queue call must not mark the agent busy elsewhere.
+    assert not phone_settling(agent(), NOW)
+    ended = step(agent("busy", queue_id="sales"), CallEnded(Queue(queue_id="sales")), NOW).agent
+    assert phone_settling(ended, NOW + 1.9 * SECOND)
+    assert not phone_settling(ended, NOW + 2 * SECOND)

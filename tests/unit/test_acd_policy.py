@@ -208,7 +208,8 @@ def test_ring_no_answer_moves_on_to_the_next_agent() -> None:
         ringing = step(agents[chosen], OfferRung("q", "w1"), NOW).agent
         agents[chosen] = step(ringing, RingNoAnswer(queue), NOW + 15 * MINUTE).agent
     assert tried == ["a1", "a2", "a3"]
-    assert all(a.status == "free" and a.no_answers_in_a_row == 1 for a in agents.values())
+    # Each rests for the queue's retry time before it is offered again.
+    assert all(a.status == "wrap_up" and a.no_answers_in_a_row == 1 for a in agents.values())
 
 
 # --- across queues -------------------------------------------------------------------------

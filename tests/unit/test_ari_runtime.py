@@ -10,8 +10,10 @@ import aiohttp
 import pytest
 from aiohttp import web_exceptions
 
-from ari_apps.machine import StasisAppSpec
-from ari_apps.models import AppCommand, CallEvent
+from ari_apps.acd.machine import AcdMachine
+from ari_apps.acd.models import AcdPolicy, AgentLeg, CallbackMissed
+from ari_apps.machine import CallControl, StasisAppSpec
+from ari_apps.models import AppCommand, CallEvent, Channel, ChannelDestroyed
 from ari_apps.multiring.machine import MultiringMachine
 from ari_apps.multiring.models import CancelPushes, FlatResolved, LookupFlat
 from ari_apps.runtime import AriRuntime
@@ -80,6 +82,12 @@ class FakeBridges:
 
     async def addChannel(self, *, bridgeId: str, channel: list[str]) -> None:
         self._client.operations.append(("add", bridgeId, *channel))
+
+    async def startMoh(self, *, bridgeId: str, mohClass: str) -> None:
+        self._client.operations.append(("moh", bridgeId, mohClass))
+
+    async def stopMoh(self, *, bridgeId: str) -> None:
+        self._client.operations.append(("moh_off", bridgeId))
 
     async def list(self) -> list[Json]:
         return [Json(b) for b in self._client.live_bridges]
@@ -446,3 +454,64 @@ async def test_a_call_that_fails_in_its_services_leaves_nothing_ringing() -> Non
     assert hung_up == {"p1", "multiring-p1-0", "multiring-p1-1", "multiring-p1-2"}
     stop.set()
     await asyncio.wait_for(serving, 3)
+
+
+class RecordingServices:
+    def __init__(self) -> None:
+        self.commands: list[AppCommand] = []
+
+    async def execute(self, command: AppCommand) -> CallEvent | None:
+        self.commands.append(command)
+        return None
+
+
+async def test_an_apps_background_spawns_calls_and_delivers_events_to_them() -> None:
+    """A queue callback: no channel starts it; the app's background opens it, and later
+    tells it things (here: the agent leg answered, then the supervisor stops it)."""
+    client, services = FakeAriClient(), RecordingServices()
+    machine = AcdMachine(AcdPolicy(sip_domain="pbx.test"))
+    calls: list[CallControl] = []
+    stopped = asyncio.Event()
+
+    async def background(control: CallControl, stop: asyncio.Event) -> None:
+        calls.append(control)
+        await stop.wait()
+        stopped.set()
+
+    spec = StasisAppSpec("acd", machine, services, background)
+    stop, serving = await serve(client, spec)
+    await wait_until(lambda: client.subscribed_apps == ["acd"] and calls)
+    agent = AgentLeg(agent_id="a1", account="1101")
+    calls[0].spawn(
+        "acd",
+        "acd-cb-1",
+        lambda now: machine.open_callback(
+            now,
+            call_id="acd-cb-1",
+            waiter_id="w1",
+            agent=agent,
+            number="79130000001",
+            order="agent_first",
+            timeout_seconds=10,
+        ),
+    )
+    await wait_until(
+        lambda: ("originate", "acd-cb-1", "PJSIP/kamailio/sip:1101@pbx.test") in client.operations
+    )
+    client.push(
+        {**stasis("StasisStart", "acd-cb-1", args=["leg", "acd-cb-1"]), "application": "acd"}
+    )
+    await wait_until(lambda: ("moh", "acd-acd-cb-1", "default") in client.operations)
+    second = "acd-acd-cb-1-second"
+    assert ("originate", second, "PJSIP/kamailio/sip:79130000001@pbx.test") in client.operations
+    # An event delivered by the background reaches the spawned call like an ARI event.
+    destroyed = ChannelDestroyed(
+        type="ChannelDestroyed", application="acd", channel=Channel(id=second), cause=19
+    )
+    assert calls[0].deliver("acd-cb-1", destroyed)
+    await wait_until(lambda: services.commands != [])
+    assert services.commands == [CallbackMissed(waiter_id="w1", agent_id="a1")]
+    assert not calls[0].deliver("no-such-call", destroyed)
+    stop.set()
+    await asyncio.wait_for(serving, 3)
+    assert stopped.is_set()

@@ -78,9 +78,12 @@ def destroyed(channel_id: str, cause: int = 16) -> ChannelDestroyed:
     )
 
 
-def state_change(channel_id: str, state: str) -> ChannelStateChange:
+def state_change(channel_id: str, state: str, *, resynced: bool = False) -> ChannelStateChange:
     return ChannelStateChange(
-        type="ChannelStateChange", application="multiring", channel=channel(channel_id, state)
+        type="ChannelStateChange",
+        application="multiring",
+        channel=channel(channel_id, state),
+        resynced=resynced,
     )
 
 
@@ -173,7 +176,7 @@ def test_every_device_is_originated_through_kamailio_and_mobiles_are_pushed() ->
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
-@pytest.mark.parametrize("answer", ["stasis_start", "state_up"])
+@pytest.mark.parametrize("answer", ["stasis_start", "up_after_reconnect"])
 def test_first_answer_wins_whatever_the_order(order: tuple[int, ...], answer: str) -> None:
     machine = MultiringMachine(POLICY)
     transition = ringing(machine)
@@ -182,7 +185,7 @@ def test_first_answer_wins_whatever_the_order(order: tuple[int, ...], answer: st
         return (
             stasis_start(leg, LEG_ARG, "p1")
             if answer == "stasis_start"
-            else state_change(leg, "Up")
+            else state_change(leg, "Up", resynced=True)
         )
 
     steps = run(machine, transition, [answered(LEGS[n]) for n in order])
@@ -224,6 +227,17 @@ def test_two_answers_in_the_same_instant_have_exactly_one_winner() -> None:
     assert bridges == [AddToBridge(bridge_id="multiring-p1", channel_ids=("p1", LEGS[2]))]
     # The first answer already hung up the second leg; its own answer repeats nothing harmful.
     assert Hangup(channel_id=LEGS[0], reason="answered_elsewhere") in ari_commands(first)
+
+
+def test_a_live_up_waits_for_the_legs_stasis_start_before_bridging() -> None:
+    # Asterisk reports Up just before the answered leg enters Stasis; bridging it then fails
+    # (422) and the call stays silent. Only the StasisStart that follows wins.
+    machine = MultiringMachine(POLICY)
+    call = ringing(machine).state
+    up = machine.step(call, state_change(LEGS[1], "Up"), at(2))
+    assert not any(isinstance(c, AddToBridge) for c in ari_commands(up))
+    won = machine.step(up.state, stasis_start(LEGS[1], LEG_ARG, "p1"), at(2.001))
+    assert AddToBridge(bridge_id="multiring-p1", channel_ids=("p1", LEGS[1])) in ari_commands(won)
 
 
 def test_a_late_answer_after_the_win_is_hung_up_as_answered_elsewhere() -> None:

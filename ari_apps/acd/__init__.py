@@ -1,0 +1,1 @@
+"""ACD queues: callers wait with music on hold until an agent the strategy chose answers."""
