@@ -38,5 +38,9 @@ def build(settings: Settings) -> RoutingApp:
     loader = RouteLoader(
         settings.database.url, debounce_seconds=settings.routing.reload_debounce_seconds
     )
-    service = RoutingService(lambda: loader.table, max_chain=settings.routing.max_chain)
+    service = RoutingService(
+        lambda: loader.table,
+        max_chain=settings.routing.max_chain,
+        local_hosts=settings.kamailio.local_hosts,
+    )
     return RoutingApp(settings, loader, service)

@@ -19,6 +19,9 @@ from routing.table import CallNumbers, CompiledRoute, RouteTable
 
 NOT_FOUND = Reject(code=404, reason="Not Found")
 CHAIN_TOO_LONG = Reject(code=482, reason="Route Chain Too Long")
+RELAYING_DENIED = Reject(code=403, reason="Relaying Denied")
+PUBLIC_FLAG = "public"
+"""A route with this flag relays callers Kamailio does not vouch for to any destination."""
 
 Candidates = Callable[[RouteTable, str, str], Iterable[int]]
 
@@ -59,8 +62,11 @@ def decide(
     now: datetime,
     *,
     max_chain: int = 10,
+    local_hosts: frozenset[str] = frozenset(),
     candidates: Candidates = indexed_candidates,
 ) -> Decision:
+    """``local_hosts``: our SIP domain and addresses; a relay elsewhere needs a trusted caller
+    or a ``public`` route (see ``CallRequest.trusted``)."""
     caller, callee = call.caller, call.callee
     chain: list[str] = []
     flags: dict[str, None] = {}
@@ -95,13 +101,21 @@ def decide(
     if spec.action == "reject":
         assert spec.reject is not None  # guaranteed by RouteSpec validation
         return _reject(chain, caller, callee, flags, spec.reject, route=spec.name)
+    destinations = [destination_uri(uri, callee) for uri in spec.destinations]
+    if (
+        spec.action == "relay"
+        and not call.trusted
+        and PUBLIC_FLAG not in flags
+        and any(uri_host(uri) not in local_hosts for uri in destinations)
+    ):
+        return _reject(chain, caller, callee, flags, RELAYING_DENIED, route=spec.name)
     return Decision(
         route=spec.name,
         chain=chain,
         action=spec.action,
         caller=caller,
         callee=callee,
-        destinations=[destination_uri(uri, callee) for uri in spec.destinations],
+        destinations=destinations,
         parallel=spec.parallel,
         app=spec.app if spec.action == "app" else None,
         app_args=list(spec.app_args),
@@ -135,3 +149,12 @@ def destination_uri(uri: str, callee: str) -> str:
     if "@" in rest.split(";", 1)[0]:
         return uri
     return f"{scheme}:{callee}@{rest}"
+
+
+def uri_host(uri: str) -> str:
+    """The host of a SIP URI, lower-cased, without user, port or parameters."""
+    rest = uri.partition(":")[2].split(";", 1)[0]
+    host = rest.rpartition("@")[2]
+    if host.startswith("["):  # IPv6 reference
+        return host[1:].partition("]")[0].lower()
+    return host.partition(":")[0].lower()

@@ -94,10 +94,12 @@ class RoutingService:
         table: Callable[[], RouteTable],
         *,
         max_chain: int,
+        local_hosts: frozenset[str],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._table = table
         self._max_chain = max_chain
+        self._local_hosts = local_hosts
         self._clock = clock
 
     def answer_route(self, body: bytes) -> bytes:
@@ -106,7 +108,13 @@ class RoutingService:
             call = parse_call_request(body)
         except BadRequest as exc:
             return _error("400 Bad Request", str(exc))
-        decision = decide(call, self._table(), self._clock(), max_chain=self._max_chain)
+        decision = decide(
+            call,
+            self._table(),
+            self._clock(),
+            max_chain=self._max_chain,
+            local_hosts=self._local_hosts,
+        )
         payload = json.dumps(kamailio_answer(decision, call)).encode()
         DECISION_SECONDS.observe(time.perf_counter() - started)
         DECISIONS.labels(decision.route or "", decision.action).inc()

@@ -229,6 +229,10 @@ class CallRequest(_Strict):
     callee: str = Field(default="", max_length=256)
     callee_host: str = Field(default="", max_length=256)
     call_id: str = Field(default="", max_length=512)
+    trusted: bool = False
+    """Kamailio vouches for the caller: a digest-authenticated account, a trusted peer
+    address, or Asterisk. Untrusted callers are not relayed outside our domain unless the
+    route has flag ``public`` (no open relay)."""
 
 
 class Decision(_Strict):

@@ -96,4 +96,11 @@ def template_values(settings: Settings) -> dict[str, str]:
         "ROUTING_TIMEOUT_MS": str(settings.routing.kamailio_timeout_ms),
         "ROUTING_FALLBACK_URI": settings.routing.fallback_uri,
         "DEFAULT_STASIS_APP": settings.ari.apps[0] if settings.ari.apps else "smoke",
+        "FLOOD_REQUESTS": str(settings.kamailio.flood_requests),
+        "FLOOD_BAN_SECONDS": str(settings.kamailio.flood_ban_seconds),
+        "TRUSTED_SOURCES_DEFINE": (
+            f'#!define TRUSTED_SOURCES "{settings.kamailio.trusted_sources}"'
+            if settings.kamailio.trusted_sources
+            else "# (none)"
+        ),
     }

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,9 @@ class SippResult:
         return [message for message in received if message.startswith(method_or_status)]
 
 
-def free_udp_port() -> int:
+def free_udp_port(ip: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((ip, 0))
         return int(probe.getsockname()[1])
 
 
@@ -63,12 +64,19 @@ def _scenario_source(
 
 
 def _command(
-    source: list[str], *, port: int, calls: int, timeout_s: int, workdir: Path, prefix: str
+    source: list[str],
+    *,
+    port: int,
+    calls: int,
+    timeout_s: int,
+    workdir: Path,
+    prefix: str,
+    local_ip: str = LOOPBACK,
 ) -> list[str]:
     return [
         "sipp", *source,
-        "-i", "127.0.0.1",
-        "-mi", "127.0.0.1",
+        "-i", local_ip,
+        "-mi", local_ip,
         "-p", str(port),
         "-m", str(calls),
         "-cid_str", f"{prefix}-%u@%s",
@@ -108,16 +116,21 @@ def run_sipp(
     timeout_s: int = 30,
     extra: tuple[str, ...] = (),
     values: dict[str, str] | None = None,
+    local_ip: str = LOOPBACK,
 ) -> SippResult:
-    """One sipp client run to completion; never left running (sipp -timeout plus our own)."""
+    """One sipp client run to completion; never left running (sipp -timeout plus our own).
+
+    ``local_ip``: another loopback address (127.0.0.2) is a source Kamailio does not trust.
+    """
     prefix = f"e2e-{uuid.uuid4().hex[:12]}"
     command = _command(
         _scenario_source(scenario, values, workdir, prefix),
-        port=free_udp_port(),
+        port=free_udp_port(local_ip),
         calls=calls,
         timeout_s=timeout_s,
         workdir=workdir,
         prefix=prefix,
+        local_ip=local_ip,
     )
     completed = subprocess.run(
         [*command, target, "-s", service, "-r", str(rate), *extra],
@@ -159,10 +172,11 @@ def sipp_server(
     timeout_s: int = 30,
     values: dict[str, str] | None = None,
     port: int | None = None,
+    local_ip: str = LOOPBACK,
 ) -> Iterator[SippServer]:
     """A sipp UAS on loopback (``port``, or a free one); killed on exit if still running."""
     prefix = f"uas-{uuid.uuid4().hex[:12]}"
-    port = port or free_udp_port()
+    port = port or free_udp_port(local_ip)
     command = _command(
         _scenario_source(scenario, values, workdir, prefix),
         port=port,
@@ -170,6 +184,7 @@ def sipp_server(
         timeout_s=timeout_s,
         workdir=workdir,
         prefix=prefix,
+        local_ip=local_ip,
     )
     process = subprocess.Popen(
         command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -49,7 +49,9 @@ TABLE = RouteTable.compile(
 
 @pytest.fixture
 async def server_url() -> AsyncIterator[str]:
-    service = RoutingService(lambda: TABLE, max_chain=10, clock=lambda: NOW)
+    service = RoutingService(
+        lambda: TABLE, max_chain=10, local_hosts=frozenset({"pbx.example"}), clock=lambda: NOW
+    )
     server = await serve(service, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}"
@@ -67,6 +69,7 @@ async def test_relay_answer_is_rtjson_with_rewrites(server_url: str) -> None:
                 "caller_host": "pbx.example",
                 "callee": "89161234567",
                 "callee_host": "sbc",
+                "trusted": True,
             },
         )
     assert response.status_code == 200
@@ -93,6 +96,18 @@ async def test_relay_answer_is_rtjson_with_rewrites(server_url: str) -> None:
         "app_args": "",
         "flags": ",nat,",
     }
+
+
+async def test_an_untrusted_caller_is_refused_a_relay_outside_our_domain(
+    server_url: str,
+) -> None:
+    call = {"caller": "4951110000", "callee": "89161234567"}
+    async with httpx.AsyncClient(base_url=server_url) as client:
+        untrusted = (await client.post("/route", json={**call, "trusted": False})).json()
+        unsaid = (await client.post("/route", json=call)).json()
+    assert untrusted == unsaid, "no word from Kamailio is no trust"
+    assert (untrusted["action"], untrusted["route"]) == ("reject", "mobile")
+    assert (untrusted["reject_code"], untrusted["reject_reason"]) == (403, "Relaying Denied")
 
 
 async def test_app_and_no_match_answers(server_url: str) -> None:

@@ -51,16 +51,19 @@ def test_kamailio_gets_its_own_database_url_form(url: str, expected: str) -> Non
     assert kamailio_db_url(url) == expected
 
 
-def test_every_shipped_template_renders_from_settings(tmp_path: Path) -> None:
+def with_secrets(**kamailio: str) -> Settings:
     secrets = {"password": "x" * 16}
-    settings = Settings(  # type: ignore[call-arg]
+    return Settings(  # type: ignore[call-arg]
         _env_file=None,
         ari=secrets,
         ami=secrets,
-        kamailio={"jsonrpc_token": "t" * 16},
+        kamailio={"jsonrpc_token": "t" * 16, **kamailio},
         asterisk={"peer_token": "p" * 16},
     )
-    values = template_values(settings)
+
+
+def test_every_shipped_template_renders_from_settings(tmp_path: Path) -> None:
+    values = template_values(with_secrets())
     for folder in ("kamailio_cfg", "asterisk_cfg"):
         render_tree(REPO / folder, tmp_path / folder, values)
     rendered = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
@@ -71,3 +74,12 @@ def test_every_shipped_template_renders_from_settings(tmp_path: Path) -> None:
 def test_missing_stack_secret_is_explained() -> None:
     with pytest.raises(TemplateError, match="softswitch stack up"):
         template_values(Settings(_env_file=None))  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("trusted", "line"),
+    [("10.0.0.0/8", '#!define TRUSTED_SOURCES "10.0.0.0/8"'), ("", "# (none)")],
+)
+def test_kamailio_trusts_by_address_only_the_configured_networks(trusted: str, line: str) -> None:
+    values = template_values(with_secrets(trusted_sources=trusted))
+    assert values["TRUSTED_SOURCES_DEFINE"] == line

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routing.engine import decide, destination_uri, every_route
+from routing.engine import RELAYING_DENIED, decide, destination_uri, every_route, uri_host
 from routing.models import CallbackTarget, CallRequest, RouteSpec, compile_mask
 from routing.table import (
     DigitsMask,
@@ -30,8 +30,11 @@ def table(*specs: RouteSpec) -> RouteTable:
     return RouteTable.compile([(i + 1, spec) for i, spec in enumerate(specs)])
 
 
-def call(callee: str, caller: str = "74951110000", **hosts: str) -> CallRequest:
-    return CallRequest(caller=caller, callee=callee, **hosts)
+def call(
+    callee: str, caller: str = "74951110000", *, trusted: bool = True, **hosts: str
+) -> CallRequest:
+    """A call from a caller Kamailio vouches for, unless ``trusted=False``."""
+    return CallRequest(caller=caller, callee=callee, trusted=trusted, **hosts)
 
 
 def test_first_match_by_priority_then_id_wins() -> None:
@@ -372,3 +375,63 @@ def test_an_expired_reservation_reaches_nobody_even_before_the_next_reload() -> 
     assert decide(call("+74950001234"), routes, MONDAY_NOON).app == "queue"
     live = routes.with_callbacks({"+74950001234": held.model_copy(update={"valid_until": None})})
     assert decide(call("+74950001234"), live, MONDAY_NOON).app == "panel"
+
+
+LOCAL = frozenset({"pbx.example", "10.0.0.5"})
+
+
+def test_an_untrusted_caller_is_not_relayed_outside_our_domain() -> None:
+    routes = table(
+        route("pstn", match={"callee": "^8"}, destinations=["sip:gw.example:5060"]),
+        route(
+            "mixed", match={"callee": "^7"}, destinations=["sip:1001@pbx.example", "sip:gw.example"]
+        ),
+        route(
+            "account", match={"callee": "^1"}, destinations=["sip:1001@PBX.example;transport=udp"]
+        ),
+        route("by address", match={"callee": "^2"}, destinations=["sip:10.0.0.5:5060"]),
+    )
+    for callee in ("89161234567", "79161234567"):
+        refused = decide(call(callee, trusted=False), routes, MONDAY_NOON, local_hosts=LOCAL)
+        assert (refused.action, refused.reject) == ("reject", RELAYING_DENIED)
+        assert refused.route in ("pstn", "mixed"), "the refusal names the route"
+        allowed = decide(call(callee), routes, MONDAY_NOON, local_hosts=LOCAL)
+        assert allowed.action == "relay"
+    for callee in ("1001", "2002"):
+        local = decide(call(callee, trusted=False), routes, MONDAY_NOON, local_hosts=LOCAL)
+        assert local.action == "relay", callee
+
+
+def test_a_public_route_relays_untrusted_callers_even_through_a_next_chain() -> None:
+    routes = table(
+        route("tag", action="next", match={"callee": "^8"}, flags=["public"]),
+        route("pstn", match={"callee": "^8"}),
+        route("other", match={"callee": "^9"}),
+    )
+    via_chain = decide(call("89161234567", trusted=False), routes, MONDAY_NOON)
+    assert (via_chain.action, via_chain.route) == ("relay", "pstn")
+    assert "public" in via_chain.flags
+    plain = decide(call("99161234567", trusted=False), routes, MONDAY_NOON)
+    assert plain.reject == RELAYING_DENIED
+
+
+def test_apps_and_rejects_are_not_relays() -> None:
+    routes = table(
+        route("queue", action="app", app="acd", match={"callee": "^5"}),
+        route("no", action="reject", reject={"code": 480, "reason": "Later"}),
+    )
+    assert decide(call("5000", trusted=False), routes, MONDAY_NOON).action == "app"
+    assert decide(call("6000", trusted=False), routes, MONDAY_NOON).reject.code == 480  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("uri", "host"),
+    [
+        ("sip:1001@PBX.example:5060;transport=tcp", "pbx.example"),
+        ("sip:gw.example", "gw.example"),
+        ("sips:user@[2001:db8::1]:5061", "2001:db8::1"),
+        ("sip:a@b@c.example", "c.example"),
+    ],
+)
+def test_uri_host(uri: str, host: str) -> None:
+    assert uri_host(uri) == host

@@ -98,3 +98,12 @@ def test_production_accepts_real_secrets() -> None:
         amqp={"url": "amqp://softswitch:pw@10.0.0.5/"},
     )
     assert settings.environment == "production"
+
+
+def test_trusted_sources_are_normalised_networks_or_refused() -> None:
+    kamailio = Settings(  # type: ignore[call-arg]
+        _env_file=None, kamailio={"trusted_sources": " 10.1.2.3/8, 192.0.2.7 ,"}
+    ).kamailio
+    assert kamailio.trusted_sources == "10.0.0.0/8,192.0.2.7/32"
+    with pytest.raises(ValueError, match="trusted_sources"):
+        Settings(_env_file=None, kamailio={"trusted_sources": "10.0.0.0/8,intercoms"})  # type: ignore[call-arg]
