@@ -63,6 +63,14 @@ class Dialog(BaseModel):
     state: DialogState
 
 
+class _ProfiledDialog(BaseModel):
+    """One entry of ``dlg.profile_list``: only the dialog's profile values."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    profiles: list[dict[str, str]] = Field(default_factory=list)
+
+
 class _Contact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -100,6 +108,7 @@ class _RpcResponse(BaseModel):
 _T = TypeVar("_T")
 _PROFILE_SIZE = TypeAdapter(int)
 _DIALOGS = TypeAdapter(list[Dialog])
+_PROFILED_DIALOGS = TypeAdapter(list[_ProfiledDialog])
 _AOR_BINDINGS = TypeAdapter(_AorBindings)
 
 
@@ -221,6 +230,18 @@ class KamailioRpc:
         method = "dlg.profile_get_size"
         result = await self.call(method, ACCOUNT_CALLS_PROFILE, account)
         return _parsed(method, _PROFILE_SIZE, result)
+
+    async def accounts_on_calls(self) -> frozenset[str]:
+        """Every account with at least one call now: one RPC however many accounts there are
+        (the dialogs of profile ``account_calls``, each with the accounts it counts)."""
+        method = "dlg.profile_list"
+        result = await self.call(method, ACCOUNT_CALLS_PROFILE)
+        return frozenset(
+            profile[ACCOUNT_CALLS_PROFILE]
+            for dialog in _parsed(method, _PROFILED_DIALOGS, result)
+            for profile in dialog.profiles
+            if ACCOUNT_CALLS_PROFILE in profile
+        )
 
     async def contacts(self, account: str) -> list[str]:
         """The contact URIs ``account`` is registered with; [] when it is not registered.

@@ -110,7 +110,6 @@ ACD_READY = Gauge("softswitch_acd_ready", "1 once the ACD configuration is loade
 
 CONFIG_CHANNEL = "acd_config_changed"
 READY_WAIT_SECONDS = 5.0
-PHONE_CHECK_CONCURRENCY = 8
 WRITE_RETRY_SECONDS = 1.0
 
 Clock = Callable[[], datetime]
@@ -372,28 +371,30 @@ class AcdServices:
         self.handle(Reconfigure(config.queues, config.agents, config.memberships))
 
     async def _check_phones(self, stop: asyncio.Event) -> None:
-        """Every few seconds: which logged-in agents' phones are on calls not from a queue."""
-        limit = asyncio.Semaphore(PHONE_CHECK_CONCURRENCY)
+        """Every few seconds: which logged-in agents' phones are on calls not from a queue.
 
-        async def check(agent: Agent) -> None:
-            async with limit:
-                busy = await self._phone_busy(agent.account)
-            current = self.center.snapshot.agents.get(agent.agent_id)
-            # Only if nothing happened to the agent meanwhile (a queue call starting or
-            # ending makes the answer stale).
-            if current is not None and current.status_since == agent.status_since:
-                self.handle(AgentPhone(agent.agent_id, busy))
-
+        One RPC a round, whatever the number of agents (the accounts Kamailio counts calls
+        of); a round Kamailio does not answer changes nothing.
+        """
         while not stop.is_set():
             await self.ready.wait()
-            now = self._clock()
-            candidates = [
-                agent
-                for agent in self.center.snapshot.agents.values()
-                if (agent.status in ("free", "wrap_up") or agent.elsewhere)
-                and not phone_settling(agent, now)
-            ]
-            await asyncio.gather(*(check(agent) for agent in candidates))
+            asked_at = self._clock()
+            try:
+                on_calls = await self._kamailio.accounts_on_calls()
+            except (KamailioRpcError, httpx.HTTPError) as exc:
+                log.warning("cannot ask Kamailio which phones are on calls: %s", exc)
+            else:
+                for agent in self.center.snapshot.agents.values():
+                    # Not if something happened to the agent since the question (a queue
+                    # call starting or ending makes the answer stale), nor while the phone
+                    # still shows the queue call that just ended.
+                    candidate = agent.status in ("free", "wrap_up") or agent.elsewhere
+                    if (
+                        candidate
+                        and agent.status_since <= asked_at
+                        and not phone_settling(agent, asked_at)
+                    ):
+                        self.handle(AgentPhone(agent.agent_id, agent.account in on_calls))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._settings.phone_check_seconds)
 

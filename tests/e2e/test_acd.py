@@ -44,6 +44,7 @@ class QueueFixture:
     service: str
     agents: dict[str, tuple[str, str]]  # agent id -> (account, password)
     customer: tuple[str, str]
+    routing: RoutingServiceHandle
     api: str = ""
     """The admin API's /api/v1."""
     token: str = ""
@@ -193,7 +194,7 @@ def acd(
             "destinations": [f"sip:{customer[0]}@{domain}"],
         },
     )
-    fixture = QueueFixture(stack_settings, tag, queue, other, service, agents, customer)
+    fixture = QueueFixture(stack_settings, tag, queue, other, service, agents, customer, routing)
     fixture.workdir = tmp_path
     with fixture.stack:
         yield fixture
@@ -293,6 +294,48 @@ def test_an_agent_who_does_not_answer_is_passed_over_for_the_next(
     assert answering.result().successful == 1
     assert acd.get("/acd/kpi")["agents"][a1]["missed"] == 1
     assert acd.get("/acd/kpi")["agents"][a2]["answered"] == 1
+
+
+def test_an_agent_on_a_call_not_from_the_queue_is_not_offered_one(
+    acd: QueueFixture, acd_app: ServiceProcess
+) -> None:
+    a1, a2 = acd.agents
+    a1_account = acd.agents[a1][0]
+    direct = acd.agent_phone(a1, "uas_no180.xml")
+    answering = acd.agent_phone(
+        a2, "uas_answer_then_bye.tmpl.xml", {"ANSWER_MS": "300", "TALK_MS": "500"}
+    )
+    acd.routing.add_routes(
+        {
+            "name": f"e2e: agent {a1_account} direct",
+            "priority": 42,
+            "match": {"callee": f"^{a1_account}$"},
+            "action": "relay",
+            "destinations": [f"sip:{a1_account}@{acd.settings.kamailio.sip_domain}"],
+        }
+    )
+    acd.login(a1, a2)
+    with ThreadPoolExecutor(1) as pool:
+        # The customer calls a1 directly (not through the queue), for 6 s.
+        private = pool.submit(
+            run_sipp, "uac_account_call.xml", acd.kamailio, service=a1_account,
+            workdir=acd.workdir, timeout_s=20,
+            extra=("-key", "caller", acd.customer[0], "-d", "6000"),
+        )  # fmt: skip
+        busy = eventually(
+            lambda: (a := acd.agent(a1))["busy_elsewhere"] and a, what="a1 busy elsewhere"
+        )
+        assert busy["status"] == "busy"
+        # Linear would ring a1 first: a2 gets the queue call.
+        queued = acd.call("uac_queue_until_bye.xml", "79990000031")
+        assert (queued.successful, queued.failed) == (1, 0), queued.output
+        assert from_number(answering.result().received("INVITE")[0]) == "79990000031"
+        assert private.result().successful == 1
+    assert len(direct.result().received("INVITE")) == 1, "a1 rang for its own call only"
+    healed = eventually(
+        lambda: (a := acd.agent(a1))["status"] == "free" and a, what="a1 free after its call"
+    )
+    assert healed["busy_elsewhere"] is False
 
 
 def test_a_caller_hanging_up_while_waiting_is_counted_as_abandoned(

@@ -255,9 +255,11 @@ async def test_call_between_two_accounts_counts_each_until_bye(
                     scenario="uac_account_call.xml", hold_ms=3000)
         )  # fmt: skip
         await eventually(counts, [1, 1], timeout=3, what="calls of caller, callee while up")
+        assert {caller.name, callee.name} <= await rpc.accounts_on_calls()
         result = await call
         assert (result.successful, result.failed) == (1, 0), result.output
         await eventually(counts, [0, 0], timeout=2, what="calls of caller, callee after BYE")
+        assert not {caller.name, callee.name} & await rpc.accounts_on_calls()
         assert (await asyncio.to_thread(phone.result)).successful == 1
 
 

@@ -123,6 +123,21 @@ async def test_dialogs_are_typed() -> None:
     await rpc.aclose()
 
 
+async def test_accounts_on_calls_are_the_profile_values_of_its_dialogs() -> None:
+    listed = [
+        {"call-id": "a", "state": 4, "profiles": [{"account_calls": "1001"},
+                                                  {"account_calls": "1002"}]},
+        {"call-id": "b", "state": 2, "profiles": [{"account_calls": "1001"}]},
+        {"call-id": "c", "state": 1},
+    ]  # fmt: skip
+    fake = FakeKamailio(lambda body: rpc_result(listed))
+    rpc = await client(fake)
+    assert await rpc.accounts_on_calls() == {"1001", "1002"}
+    await rpc.aclose()
+    [body] = fake.bodies()
+    assert (body["method"], body["params"]) == ("dlg.profile_list", ["account_calls"])
+
+
 @pytest.mark.parametrize(
     ("response", "message", "code"),
     [
