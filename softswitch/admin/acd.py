@@ -35,8 +35,8 @@ from softswitch.admin.records import (
     Replace,
     body_text,
     created_if,
+    deleted,
     find,
-    not_found,
     refuse_conflicts,
     refuse_import_errors,
     refuse_invalid,
@@ -90,12 +90,10 @@ def remove_queue(queue_id: str, conn: Db) -> Response:
     """Delete a queue with its memberships and callback requests (409 while another queue
     overflows into it)."""
     try:
-        deleted = delete_queue(conn, queue_id)
+        done = delete_queue(conn, queue_id)
     except QueueInUse as exc:
         raise ApiError(409, str(exc)) from None
-    if not deleted:
-        raise not_found(f"queue {queue_id!r}")
-    return Response(status_code=204)
+    return deleted(done, f"queue {queue_id!r}")
 
 
 @router.get("/agents", dependencies=[READ], responses=ERRORS)
@@ -130,9 +128,7 @@ def put_agent(agent_id: str, agent: AgentRecord, conn: Db, response: Response) -
 )
 def remove_agent(agent_id: str, conn: Db) -> Response:
     """Delete an agent and its memberships."""
-    if not delete_agent(conn, agent_id):
-        raise not_found(f"agent {agent_id!r}")
-    return Response(status_code=204)
+    return deleted(delete_agent(conn, agent_id), f"agent {agent_id!r}")
 
 
 @router.post("/acd/import", dependencies=[ADMINISTER], responses=WRITE_ERRORS)

@@ -19,8 +19,8 @@ from softswitch.admin.records import (
     Replace,
     body_text,
     created_if,
+    deleted,
     find,
-    not_found,
     refuse_conflicts,
     refuse_import_errors,
     refuse_invalid,
@@ -85,9 +85,7 @@ def put_panel(panel_id: str, panel: Panel, conn: Db, response: Response) -> Pane
     responses={**ERRORS, **NOT_FOUND},
 )
 def remove_panel(panel_id: str, conn: Db) -> Response:
-    if not delete_panel(conn, panel_id):
-        raise not_found(f"panel {panel_id!r}")
-    return Response(status_code=204)
+    return deleted(delete_panel(conn, panel_id), f"panel {panel_id!r}")
 
 
 @router.get("/flats", dependencies=[READ], responses=ERRORS)
@@ -124,9 +122,7 @@ def put_flat(building: str, number: str, flat: Flat, conn: Db, response: Respons
 )
 def remove_flat(building: str, number: str, conn: Db) -> Response:
     """Delete a flat and its devices."""
-    if not delete_flat(conn, building, number):
-        raise not_found(f"flat {number} in {building!r}")
-    return Response(status_code=204)
+    return deleted(delete_flat(conn, building, number), f"flat {number} in {building!r}")
 
 
 @router.post("/directory/import", dependencies=[ADMINISTER], responses=WRITE_ERRORS)

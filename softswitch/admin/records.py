@@ -89,6 +89,13 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, f"no {what}")
 
 
+def deleted(done: bool, what: str) -> Response:
+    """204 when the record was deleted; 404 "no <what>" when there was none to delete."""
+    if not done:
+        raise not_found(what)
+    return Response(status_code=204)
+
+
 Record = TypeVar("Record")
 
 

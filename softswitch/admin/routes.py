@@ -37,6 +37,7 @@ from softswitch.admin.records import (
     Replace,
     body_text,
     created_if,
+    deleted,
     not_found,
     refuse_import_errors,
     same_key,
@@ -171,6 +172,4 @@ def put_route(name: str, spec: RouteSpec, conn: Db, response: Response) -> Route
     responses={**ERRORS, **NOT_FOUND},
 )
 def remove_route(name: str, conn: Db) -> Response:
-    if not delete_route(conn, name):
-        raise not_found(f"route {name!r}")
-    return Response(status_code=204)
+    return deleted(delete_route(conn, name), f"route {name!r}")

@@ -23,6 +23,7 @@ from softswitch.admin.records import (
     Replace,
     body_text,
     created_if,
+    deleted,
     find,
     not_found,
     refuse_conflicts,
@@ -96,9 +97,7 @@ def put_city(city_id: str, city: City, conn: Db, context: Context, response: Res
 def remove_city(city_id: str, conn: Db) -> Response:
     """Delete a city without pool numbers (409 while it has some); its panels keep working
     with the global fallback caller ID."""
-    if not delete_city(conn, city_id):
-        raise not_found(f"city {city_id!r}")
-    return Response(status_code=204)
+    return deleted(delete_city(conn, city_id), f"city {city_id!r}")
 
 
 @router.get("/numbers", dependencies=[READ], responses=ERRORS)
@@ -133,9 +132,7 @@ def put_number(number: str, entry: NumberEntry, conn: Db, response: Response) ->
 )
 def remove_number(number: str, conn: Db) -> Response:
     """Delete a pool number, whatever its lease."""
-    if not delete_number(conn, number):
-        raise not_found(f"pool number {number!r}")
-    return Response(status_code=204)
+    return deleted(delete_number(conn, number), f"pool number {number!r}")
 
 
 @router.post(

@@ -14,7 +14,7 @@ from softswitch.accounts import accounts_with_contacts, upsert_account
 from softswitch.admin.auth import ADMINISTER, READ
 from softswitch.admin.context import Context, Db
 from softswitch.admin.models import SIP_DOMAIN, SIP_USER, Account, Subscriber, SubscriberBody
-from softswitch.admin.records import ERRORS, NOT_FOUND, WRITE_ERRORS, created_if, not_found
+from softswitch.admin.records import ERRORS, NOT_FOUND, WRITE_ERRORS, created_if, deleted
 from softswitch.admin.store import delete_subscriber, subscriber_exists
 
 router = APIRouter(tags=["subscribers"])
@@ -58,6 +58,4 @@ def remove_subscriber(
     """Delete an account: it can no longer register or call (devices registered now stay
     until their registration expires)."""
     domain = domain or context.settings.kamailio.sip_domain
-    if not delete_subscriber(conn, username, domain):
-        raise not_found(f"account {username}@{domain}")
-    return Response(status_code=204)
+    return deleted(delete_subscriber(conn, username, domain), f"account {username}@{domain}")
