@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -24,9 +25,11 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from routing.models import CallbackTarget, RouteSpec
+from routing.engine import decide
+from routing.models import CallbackTarget, CallRequest, Decision, RouteSpec
 from routing.table import RouteTable
 from softswitch.reconnect import keep_connected
+from softswitch.settings import Settings
 from softswitch.sos.store import reservations
 
 log = logging.getLogger("softswitch.routing.store")
@@ -131,6 +134,22 @@ def validate_rows(rows: Sequence[dict[str, Any]]) -> LoadedRoutes:
 def fetch_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cursor:
         return cursor.execute(_SELECT_ROUTES).fetchall()
+
+
+def decide_stored(
+    conn: psycopg.Connection[Any], call: CallRequest, at: datetime, settings: Settings
+) -> tuple[Decision, LoadedRoutes]:
+    """Decide ``call`` against the routes stored now, exactly as the routing service would
+    (for `softswitch routes test` and the admin API); with the rows the service skips."""
+    loaded = validate_rows(fetch_rows(conn))
+    decision = decide(
+        call,
+        RouteTable.compile(loaded.good),
+        at if at.tzinfo is not None else at.replace(tzinfo=UTC),
+        max_chain=settings.routing.max_chain,
+        local_hosts=settings.kamailio.local_hosts,
+    )
+    return decision, loaded
 
 
 def export_specs(conn: psycopg.Connection[Any]) -> list[RouteSpec]:

@@ -242,32 +242,21 @@ def routes_test(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
 ) -> None:
     """Decide one call against the routes in PostgreSQL, exactly as the service would."""
-    from routing.engine import decide
     from routing.models import CallRequest
-    from routing.store import fetch_rows, validate_rows
-    from routing.table import RouteTable
+    from routing.store import decide_stored
 
     settings = _settings()
+    call = CallRequest(
+        caller=caller,
+        caller_host=caller_host,
+        callee=callee,
+        callee_host=callee_host,
+        trusted=not untrusted,
+    )
     with psycopg.connect(settings.database.url) as conn:
-        loaded = validate_rows(fetch_rows(conn))
+        decision, loaded = decide_stored(conn, call, at or datetime.now(UTC), settings)
     for route_id, name, reason in loaded.bad:
         typer.echo(f"warning: route id {route_id} {name!r} skipped: {reason}", err=True)
-    moment = at or datetime.now(UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    decision = decide(
-        CallRequest(
-            caller=caller,
-            caller_host=caller_host,
-            callee=callee,
-            callee_host=callee_host,
-            trusted=not untrusted,
-        ),
-        RouteTable.compile(loaded.good),
-        moment,
-        max_chain=settings.routing.max_chain,
-        local_hosts=settings.kamailio.local_hosts,
-    )
     if as_json:
         typer.echo(decision.model_dump_json())
         return

@@ -12,18 +12,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from routing.engine import decide
 from routing.models import CallRequest, RouteSpec
 from routing.store import (
     apply_import,
     current_routes,
+    decide_stored,
     export_specs,
-    fetch_rows,
     parse_route_file,
     plan_import,
-    validate_rows,
 )
-from routing.table import RouteTable
 from softswitch.admin.auth import ADMINISTER, READ
 from softswitch.admin.context import Context, Db
 from softswitch.admin.errors import ApiError, FieldError, invalid
@@ -95,20 +92,14 @@ def test_route(
         in_range = False
     if not in_range:
         raise invalid([FieldError(field="at", message="must be between 1970 and 9000")])
-    loaded = validate_rows(fetch_rows(conn))
-    decision = decide(
-        CallRequest(
-            caller=caller,
-            caller_host=caller_host,
-            callee=callee,
-            callee_host=callee_host,
-            trusted=trusted,
-        ),
-        RouteTable.compile(loaded.good),
-        moment,
-        max_chain=context.settings.routing.max_chain,
-        local_hosts=context.settings.kamailio.local_hosts,
+    call = CallRequest(
+        caller=caller,
+        caller_host=caller_host,
+        callee=callee,
+        callee_host=callee_host,
+        trusted=trusted,
     )
+    decision, loaded = decide_stored(conn, call, moment, context.settings)
     return RouteTest(
         decision=decision,
         skipped=[SkippedRoute(id=i, name=name, reason=why) for i, name, why in loaded.bad],

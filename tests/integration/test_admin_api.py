@@ -269,6 +269,10 @@ async def test_routes_round_trip_and_test_call(admin: httpx.AsyncClient, api: Ap
     decided = await admin.get("/api/v1/routes/test", params={"caller": "1002", "callee": "1001"})
     assert decided.json()["decision"]["destinations"] == ["sip:1001@127.0.0.1"]
     assert decided.json()["skipped"] == []
+    # To one of our own accounts: routed whoever calls (no open-relay check).
+    stranger = {"caller": "x", "callee": "1001", "trusted": "false"}
+    untrusted = await admin.get("/api/v1/routes/test", params=stranger)
+    assert untrusted.json()["decision"]["action"] == "relay"
     assert (await admin.delete("/api/v1/routes/busy")).status_code == 204
     assert (await admin.get("/api/v1/routes/busy")).status_code == 404
     assert (await admin.delete("/api/v1/routes/busy")).status_code == 404

@@ -160,6 +160,11 @@ def test_routes_test_decides_like_the_service(migrated_database: DatabaseSetting
         "--at", "2026-11-23T10:00:00+03:00", "--json",
     )  # fmt: skip
     assert json.loads(opened.stdout)["app"] == "acd"
+    untrusted = softswitch_cli(
+        migrated_database, "routes", "test", "--caller", "4951110000", "--callee",
+        "89161234567", "--untrusted", "--json",
+    )  # fmt: skip
+    assert json.loads(untrusted.stdout)["reject"] == {"code": 403, "reason": "Relaying Denied"}
 
 
 def test_a_database_refusal_midway_rolls_back_the_whole_import(
