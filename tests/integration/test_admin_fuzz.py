@@ -61,6 +61,9 @@ async def _kamailio(request: web.Request) -> web.Response:
         "ul.lookup": {"AoR": "x", "Contacts": []},
         "core.version": "kamailio 6.1.5",
         "core.uptime": {"uptime": 1, "up_since": "now"},
+        "htable.get": [{"name": "x", "value": 1}],
+        "htable.delete": {},
+        "htable.flush": "Ok. Htable flushed.",
     }
     body = await request.json()
     return web.json_response({"jsonrpc": "2.0", "result": answers[body["method"]], "id": 1})
