@@ -193,6 +193,19 @@ def scenario(
     )
 
 
+def idle_round_trips(database: DatabaseSettings, gap_ms: float, samples: int) -> list[float]:
+    """Seconds of a bare ``SELECT 1`` sent ``gap_ms`` after the last one: the machine's cost
+    of waking client and server from idle, which every lease at a low rate pays too."""
+    latencies = []
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        for _ in range(samples):
+            time.sleep(gap_ms / 1000)
+            started = time.perf_counter()
+            conn.execute("SELECT 1").fetchone()
+            latencies.append(time.perf_counter() - started)
+    return latencies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -203,6 +216,9 @@ def main() -> None:
     parser.add_argument("--cities", type=int, default=8)
     parser.add_argument("--hold-ms", type=float, default=200.0)
     parser.add_argument("--pause-ms", type=float, default=200.0)
+    parser.add_argument(
+        "--idle-gap-ms", type=float, default=50.0, help="gap before each SELECT 1 of the baseline"
+    )
     args = parser.parse_args()
     results = []
     for cities in (1, args.cities):
@@ -210,11 +226,20 @@ def main() -> None:
             accounts = seed(database, cities=cities, numbers=args.numbers)
             for callers in (1, args.callers):
                 results.append(scenario(database, accounts, args, callers=callers, cities=cities))
+            if cities == 1:
+                hot = idle_round_trips(database, 0, 500)
+                idle = idle_round_trips(database, args.idle_gap_ms, 200)
     print(
         f"pool {args.numbers} numbers, {args.connections} connections in {args.processes}"
         f" processes, hold {args.hold_ms:g} ms, pause {args.pause_ms:g} ms,"
         f" {args.seconds:g} s a scenario"
     )
+    for label, probe in (("back to back", hot), (f"{args.idle_gap_ms:g} ms apart", idle)):
+        ordered = sorted(probe)
+        print(
+            f"SELECT 1 {label:<17} p50 {statistics.median(ordered) * 1000:.2f} ms"
+            f" p99 {ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000:.2f} ms"
+        )
     print(
         f"{'scenario':<28} {'leases':>7} {'leases/s':>9} {'fallback':>8}"
         f" {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'p99/base':>8}"
