@@ -49,6 +49,10 @@ class MigrationError(RuntimeError):
     pass
 
 
+class NewerSchemaError(MigrationError):
+    """The database holds a migration this code does not know (written by newer code)."""
+
+
 def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     migrations = []
     for path in sorted(directory.glob("*.sql")):
@@ -68,7 +72,7 @@ def pending_migrations(available: list[Migration], applied: dict[int, str]) -> l
     for version, checksum in applied.items():
         known = by_version.get(version)
         if known is None:
-            raise MigrationError(
+            raise NewerSchemaError(
                 f"the database has migration {version:04d} that this release does not know:"
                 " it is newer than this code"
             )
@@ -139,8 +143,18 @@ def temporary_database(
             upgrade(database)
         yield database
     finally:
-        with psycopg.connect(admin.url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(database)
+
+
+def drop_database(database: DatabaseSettings) -> None:
+    """Drop ``database`` if it exists, its open sessions ended, connecting as its own user to
+    the maintenance database ``postgres``."""
+    parts = urlsplit(database.url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 class KeptConnection:

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def stack_settings() -> Iterator[Settings]:
+def stack_settings(host_settings: Settings) -> Iterator[Settings]:
     """The local stack, brought up for the session; taken down only if this fixture started it."""
     from softswitch.stack import services, stack
 

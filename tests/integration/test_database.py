@@ -8,7 +8,7 @@ import pytest
 
 from softswitch import db
 from softswitch.accounts import ha1
-from softswitch.settings import DatabaseSettings
+from softswitch.settings import DatabaseSettings, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +107,16 @@ def test_admin_tables_document_their_columns(scratch_database: DatabaseSettings)
             " AND col_description(a.attrelid, a.attnum) IS NULL"
         ).fetchall()
     assert undocumented == []
+
+
+def test_drop_database_ends_open_sessions_and_tolerates_a_missing_database(
+    host_settings: Settings,
+) -> None:
+    with db.temporary_database(host_settings.database, prefix="softswitch_drop") as database:
+        with psycopg.connect(database.url) as held:  # like Kamailio's kept connection
+            db.drop_database(database)
+            with pytest.raises(psycopg.OperationalError):
+                held.execute("SELECT 1")
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(database.url).close()
+    db.drop_database(database)  # already gone: nothing to do

@@ -2,7 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from softswitch.db import Migration, MigrationError, discover_migrations, pending_migrations
+from softswitch.db import (
+    Migration,
+    MigrationError,
+    NewerSchemaError,
+    discover_migrations,
+    pending_migrations,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -21,7 +27,7 @@ def test_an_applied_migration_that_was_edited_is_refused() -> None:
 
 
 def test_a_database_newer_than_the_code_is_refused() -> None:
-    with pytest.raises(MigrationError, match="newer than this code"):
+    with pytest.raises(NewerSchemaError, match="newer than this code"):
         pending_migrations([FIRST], {1: FIRST.checksum, 7: "x"})
 
 
