@@ -729,7 +729,7 @@ def demo() -> None:
     from ari_apps.app import run_ari_apps
     from ari_apps.registry import select_apps
     from routing.app import build as build_routing
-    from softswitch.demo import DEMO_PANEL, seed
+    from softswitch.demo import DEMO_PANEL, DEMO_QUEUE_NUMBER, seed
     from softswitch.events.consumer import CdrConsumer
     from softswitch.events.relay import OutboxRelay
 
@@ -753,6 +753,8 @@ def demo() -> None:
                 f" to reach the '{settings.ari.apps[0]}' Stasis app (answers, beeps, hangs up).",
                 f"  Account {DEMO_PANEL} is a door intercom: from it, dial 1 to ring 1001-1003 at"
                 f" once (first answer wins); calls to {DEMO_PANEL} wait while it is busy.",
+                f"  Dial {DEMO_QUEUE_NUMBER} to wait in the support queue (music on hold; press 1"
+                " for a callback): its agents 1002 and 1003 are logged in.",
                 "  Routes: `softswitch routes export`; try one: `softswitch routes test"
                 " --caller 1001 --callee 89161234567`.",
                 f"  Routing service: {settings.routing.url}; metrics:"
