@@ -11,7 +11,6 @@ from fastapi import APIRouter, Response
 
 from acd.store import (
     AcdFile,
-    AcdPlan,
     AgentRecord,
     QueueRecord,
     agent_problems,
@@ -25,7 +24,7 @@ from acd.store import (
 from softswitch.admin.auth import ADMINISTER, READ
 from softswitch.admin.context import Db
 from softswitch.admin.errors import ApiError
-from softswitch.admin.models import ImportResult, diff_of
+from softswitch.admin.models import ImportResult, import_result
 from softswitch.admin.records import (
     ERRORS,
     NOT_FOUND,
@@ -45,17 +44,6 @@ from softswitch.admin.records import (
 from softswitch.admin.store import QueueInUse, delete_agent, delete_queue
 
 router = APIRouter(tags=["ACD configuration"])
-
-
-def _changes(plan: AcdPlan, *, dry_run: bool) -> ImportResult:
-    kinds = (("queues", plan.queues), ("agents", plan.agents), ("memberships", plan.memberships))
-    return ImportResult(
-        dry_run=dry_run,
-        changes={
-            kind: diff_of(diff.added, diff.changed, diff.removed, diff.unchanged)
-            for kind, diff in kinds
-        },
-    )
 
 
 @router.get("/queues", dependencies=[READ], responses=ERRORS)
@@ -146,4 +134,6 @@ def import_acd(
         plan = plan_acd_import(current, incoming, replace=replace)
     else:
         plan = apply_acd_import(conn, incoming, replace=replace)
-    return _changes(plan, dry_run=dry_run)
+    return import_result(
+        dry_run=dry_run, queues=plan.queues, agents=plan.agents, memberships=plan.memberships
+    )

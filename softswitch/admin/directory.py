@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 
 from softswitch.admin.auth import ADMINISTER, READ
 from softswitch.admin.context import Db
-from softswitch.admin.models import ImportResult, diff_of
+from softswitch.admin.models import ImportResult, import_result
 from softswitch.admin.records import (
     ERRORS,
     NOT_FOUND,
@@ -30,7 +30,6 @@ from softswitch.admin.store import delete_flat, delete_panel
 from softswitch.directory.models import Flat, Panel
 from softswitch.directory.store import (
     DirectoryFile,
-    DirectoryPlan,
     apply_directory_import,
     current_directory,
     flat_problems,
@@ -41,16 +40,6 @@ from softswitch.directory.store import (
 )
 
 router = APIRouter(tags=["directory"])
-
-
-def _changes(plan: DirectoryPlan, *, dry_run: bool) -> ImportResult:
-    return ImportResult(
-        dry_run=dry_run,
-        changes={
-            kind: diff_of(diff.added, diff.changed, diff.removed, diff.unchanged)
-            for kind, diff in (("panels", plan.panels), ("flats", plan.flats))
-        },
-    )
 
 
 @router.get("/panels", dependencies=[READ], responses=ERRORS)
@@ -143,4 +132,4 @@ def import_directory(
         plan = plan_directory_import(current_directory(conn), incoming, replace=replace)
     else:
         plan = apply_directory_import(conn, incoming, replace=replace)
-    return _changes(plan, dry_run=dry_run)
+    return import_result(dry_run=dry_run, panels=plan.panels, flats=plan.flats)

@@ -8,7 +8,7 @@ exactly what `... export` prints.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,13 +36,36 @@ class ImportResult(_Body):
     changes: dict[str, Diff]
 
 
-def diff_of(added: Sequence[Any], changed: Sequence[Any], removed: Sequence[Any],
-            unchanged: Sequence[Any]) -> Diff:  # fmt: skip
+class PlannedChanges(Protocol):
+    """One kind of record in a store's import plan (its keys by what happens to them)."""
+
+    @property
+    def added(self) -> Sequence[Any]: ...
+    @property
+    def changed(self) -> Sequence[Any]: ...
+    @property
+    def removed(self) -> Sequence[Any]: ...
+    @property
+    def unchanged(self) -> Sequence[Any]: ...
+
+
+def import_result(*, dry_run: bool, **kinds: PlannedChanges) -> ImportResult:
+    """What an import did (or, dry run, would do), per kind of record."""
+
     def keys(items: Sequence[Any]) -> list[str | list[str]]:
         return [list(key) if isinstance(key, tuple) else str(key) for key in items]
 
-    return Diff(
-        added=keys(added), changed=keys(changed), removed=keys(removed), unchanged=keys(unchanged)
+    return ImportResult(
+        dry_run=dry_run,
+        changes={
+            kind: Diff(
+                added=keys(c.added),
+                changed=keys(c.changed),
+                removed=keys(c.removed),
+                unchanged=keys(c.unchanged),
+            )
+            for kind, c in kinds.items()
+        },
     )
 
 

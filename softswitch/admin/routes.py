@@ -24,7 +24,7 @@ from routing.store import (
 from softswitch.admin.auth import ADMINISTER, READ
 from softswitch.admin.context import Context, Db
 from softswitch.admin.errors import ApiError, FieldError, invalid
-from softswitch.admin.models import ImportResult, RouteTest, SkippedRoute, diff_of
+from softswitch.admin.models import ImportResult, RouteTest, SkippedRoute, import_result
 from softswitch.admin.records import (
     ERRORS,
     NOT_FOUND,
@@ -124,10 +124,7 @@ def import_routes(
         plan = plan_import(current_routes(conn), specs, replace=replace)
     else:
         plan = apply_import(conn, specs, replace=replace)
-    return ImportResult(
-        dry_run=dry_run,
-        changes={"routes": diff_of(plan.added, plan.changed, plan.removed, plan.unchanged)},
-    )
+    return import_result(dry_run=dry_run, routes=plan)
 
 
 @router.get(

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Response
 from softswitch.admin.auth import ADMINISTER, READ
 from softswitch.admin.context import Context, Db, async_connection
 from softswitch.admin.errors import ApiError
-from softswitch.admin.models import BlockBody, ImportResult, diff_of
+from softswitch.admin.models import BlockBody, ImportResult, import_result
 from softswitch.admin.records import (
     ERRORS,
     NOT_FOUND,
@@ -35,7 +35,6 @@ from softswitch.admin.store import delete_city, delete_number, pool_number_exist
 from softswitch.sos.models import City, CityUsage, NumberEntry, PoolNumber, Release, Reservation
 from softswitch.sos.store import (
     SosFile,
-    SosPlan,
     apply_sos_import,
     block_number,
     city_problems,
@@ -52,16 +51,6 @@ from softswitch.sos.store import (
 
 router = APIRouter(tags=["112 pool"])
 CONFLICT: dict[int | str, dict[str, Any]] = {409: WRITE_ERRORS[409]}
-
-
-def _changes(plan: SosPlan, *, dry_run: bool) -> ImportResult:
-    return ImportResult(
-        dry_run=dry_run,
-        changes={
-            kind: diff_of(diff.added, diff.changed, diff.removed, diff.unchanged)
-            for kind, diff in (("cities", plan.cities), ("numbers", plan.numbers))
-        },
-    )
 
 
 @router.get("/cities", dependencies=[READ], responses=ERRORS)
@@ -216,4 +205,4 @@ def import_pool(
         plan = plan_sos_import(current, incoming, replace=replace)
     else:
         plan = apply_sos_import(conn, incoming, replace=replace)
-    return _changes(plan, dry_run=dry_run)
+    return import_result(dry_run=dry_run, cities=plan.cities, numbers=plan.numbers)
