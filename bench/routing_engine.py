@@ -121,7 +121,10 @@ def calls_for(dids: list[str], count: int, rng: random.Random) -> list[CallReque
             callee = "8" + rng.choice(dids)[1:]
         else:
             callee = f"7{rng.randrange(10**10):010d}"
-        calls.append(CallRequest(caller=f"7{rng.randrange(10**10):010d}", callee=callee))
+        # From a trusted SBC, as Kamailio says of most calls: relays are decided, not refused.
+        calls.append(
+            CallRequest(caller=f"7{rng.randrange(10**10):010d}", callee=callee, trusted=True)
+        )
     return calls
 
 

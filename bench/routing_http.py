@@ -156,6 +156,7 @@ def main() -> None:
                 "caller_host": "pbx.example",
                 "callee": c.callee,
                 "callee_host": "sbc.example",
+                "trusted": True,
             }
         ).encode()
         for i, c in enumerate(calls_for(dids, 5000, rng))
