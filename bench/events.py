@@ -1,17 +1,22 @@
 """Event bus benchmark: outbox -> relay -> RabbitMQ -> consumer, with publisher confirms.
 
-0. Drain: the outbox is filled first (no relay running), then the relay starts and drains
-   it while the consumer receives.
-1. Sustained throughput: a writer commits events into the outbox as fast as it can for
-   ``--seconds`` while the relay (its own process, `softswitch events relay`) publishes and a
-   consumer receives; reports events/s written, delivered, and the backlog left.
-2. Lag at a fixed rate (``--rate``, default 1,000 events/s): time from the event's commit
-   to its consumption, p50/p99.
-3. Baseline in the same run: the same events published straight to the broker with
-   confirms, batch by batch (what a service could do without an outbox, losing events
-   whenever the broker is down).
+The relay runs as its own process (`softswitch events relay`); the consumer is this process,
+on the CDR consumer's queue (in its place: one queue, as deployed) through the same lean AMQP
+link the CDR consumer uses; writers are processes of their own committing events in
+transactions of 100.
 
-    .venv/bin/python bench/events.py [--seconds 10] [--rate 1000]
+1. Fixed rates (``--rates``, default 1,000 and 10,000 events/s) for ``--seconds``: what was
+   written and delivered per second, how far behind the consumer was when writing stopped,
+   and the lag from each event's commit to its consumption, p50/p99.
+2. Drain: the outbox is filled first (no relay running), then the relay starts and drains it.
+3. Sustained maximum: ``--writers`` processes write as fast as they can while the relay
+   publishes; events/s written, confirmed, delivered, the backlog left, and the CPU each
+   stage spent per event (all stages share the machine's two cores).
+4. Baseline in the same run: events published straight to the broker with confirms, as the
+   relay does but without the outbox (what a service could do, losing events whenever the
+   broker is down).
+
+    .venv/bin/python bench/events.py [--seconds 10] [--rates 1000,10000] [--writers 2]
 
 Uses the stack's PostgreSQL and RabbitMQ (softswitch stack up) with a scratch database and
 an exchange of its own; loopback only; bounded in time.
@@ -23,19 +28,33 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import resource
 import secrets
 import signal
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import psycopg
+from pamqp.commands import Basic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    busy_share,
+    children_cpu,
+    cpu_of_processes,
+    cpu_seconds,
+    machine_busy,
+    postgres_cpu,
+)
 
 from softswitch.db import temporary_database
-from softswitch.events.broker import declare_consumer_queue, declare_topology
+from softswitch.events.amqp import AmqpLink, Delivery, OutgoingMessage
+from softswitch.events.broker import declare_topology
 from softswitch.events.models import CallRinging
 from softswitch.events.outbox import add_events
 from softswitch.settings import AmqpSettings, DatabaseSettings, load_settings
@@ -51,29 +70,46 @@ def events(count: int) -> list[CallRinging]:
 
 
 class Receiver:
-    """Counts deliveries and their lag from commit (header x-created-at)."""
+    """Counts deliveries and their lag from commit (header x-created-at-us).
+
+    Consumes like the CDR consumer does: the lean AMQP link, batches acknowledged at once.
+    """
 
     def __init__(self) -> None:
         self.count = 0
         self.lags: list[float] = []
         self.record_lag = False
 
-    async def take(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        self.count += 1
-        if self.record_lag:
-            created_us = int((message.headers or {}).get("x-created-at-us", 0))
-            self.lags.append(time.time() - created_us / 1e6)
-        if self.count % 100 == 0:
-            await message.ack(multiple=True)
+    async def run(self, link: AmqpLink) -> None:
+        while True:
+            batch = await link.deliveries(limit=1000, timeout=1.0)
+            if not batch:
+                continue
+            self.count += len(batch)
+            if self.record_lag:
+                now = time.time()
+                self.lags += [now - committed_at(delivery) for delivery in batch]
+            link.ack(batch[-1].delivery_tag, multiple=True)
 
 
-def write_for(database: str, seconds: float, rate: float | None, written: Any) -> None:
+def committed_at(delivery: Delivery) -> float:
+    created_us = (delivery.properties.headers or {}).get("x-created-at-us")
+    assert isinstance(created_us, int), "the relay sets x-created-at-us"
+    return created_us / 1e6
+
+
+def write_for(
+    database: str, seconds: float, rate: float | None, written: Any, ready: Any, go: Any
+) -> None:
     """Commit events in transactions of 100 (or rate/100 per 10 ms) for ``seconds``.
 
     Runs in a process of its own, so the writer does not share a GIL with the consumer
-    being measured.
+    being measured; starts writing on ``go``, once every writer has started up (a spawned
+    process's imports cost a second of CPU, which is not the pipeline's).
     """
     with psycopg.connect(database) as conn:
+        ready.release()
+        go.wait()
         deadline = time.monotonic() + seconds
         batch = 100 if rate is None else max(1, int(rate / 100))
         started = time.monotonic()
@@ -86,15 +122,57 @@ def write_for(database: str, seconds: float, rate: float | None, written: Any) -
                 time.sleep(max(0.0, due - time.monotonic()))
 
 
-async def write_in_process(database: DatabaseSettings, seconds: float, rate: float | None) -> int:
-    context = multiprocessing.get_context("spawn")
-    written = context.Value("q", 0)
-    writer = context.Process(target=write_for, args=(database.url, seconds, rate, written))
-    writer.start()
-    while writer.is_alive():
-        await asyncio.sleep(0.1)
-    writer.join()
-    return int(written.value)
+class Writers:
+    """``count`` writer processes sharing ``rate`` (None: as fast as they can), started up
+    and waiting; ``run`` lets them write for ``seconds`` and returns what they committed."""
+
+    def __init__(
+        self, database: DatabaseSettings, seconds: float, rate: float | None, count: int
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        share = None if rate is None else rate / count
+        self._ready = context.Semaphore(0)
+        self._go = context.Event()
+        self._counts = [context.Value("q", 0) for _ in range(count)]
+        self._processes = [
+            context.Process(
+                target=write_for,
+                args=(database.url, seconds, share, written, self._ready, self._go),
+            )
+            for written in self._counts
+        ]
+        for process in self._processes:
+            process.start()
+
+    async def started(self) -> None:
+        for _ in self._processes:
+            while not self._ready.acquire(block=False):
+                await asyncio.sleep(0.05)
+
+    async def run(self) -> int:
+        self._go.set()
+        while any(process.is_alive() for process in self._processes):
+            await asyncio.sleep(0.1)
+        for process in self._processes:
+            process.join()
+        return sum(int(written.value) for written in self._counts)
+
+
+async def write_in_process(
+    database: DatabaseSettings, seconds: float, rate: float | None, writers: int = 1
+) -> int:
+    """Events committed by ``writers`` processes of their own (each at ``rate`` / writers)."""
+    processes = Writers(database, seconds, rate, writers)
+    await processes.started()
+    return await processes.run()
+
+
+async def relay_ready(database: DatabaseSettings, receiver: Receiver) -> None:
+    """Until the relay just started delivers an event: its start-up is not lag."""
+    before = receiver.count
+    with psycopg.connect(database.url) as conn:
+        add_events(conn, events(1))
+    await drain(receiver, before + 1, timeout=30)
 
 
 def unpublished(database: DatabaseSettings) -> int:
@@ -121,16 +199,16 @@ async def run(args: argparse.Namespace) -> None:
     exchange = f"softswitch.bench.{secrets.token_hex(4)}"
     amqp = AmqpSettings(url=settings.amqp.url, exchange=exchange)
     with temporary_database(settings.database, prefix="softswitch_bench") as database:
-        connection = await aio_pika.connect(amqp.url.get_secret_value())
-        async with connection:
+        url = amqp.url.get_secret_value()
+        connection = await aio_pika.connect(url)
+        async with connection, await AmqpLink.connect(url) as link:
             channel = await connection.channel()
-            await channel.set_qos(prefetch_count=1000)
             topology = await declare_topology(channel, exchange)
-            queue = await declare_consumer_queue(
-                channel, topology.events, topology.dead, f"{exchange}.bench", ["#"]
-            )
+            # The bench's consumer takes the CDR consumer's place on its queue: one queue,
+            # as deployed (each further consumer queue costs the broker ~50 us per event).
+            await link.consume(topology.cdr.name, prefetch=2000)
             receiver = Receiver()
-            await queue.consume(receiver.take)
+            receiving = asyncio.create_task(receiver.run(link))
             env = {
                 **os.environ,
                 "SOFTSWITCH_DATABASE_URL": database.url,
@@ -141,7 +219,9 @@ async def run(args: argparse.Namespace) -> None:
             print(TABLE_HEADER)
             relay = subprocess.Popen(command, env=env)
             try:
-                await fixed_rate(database, receiver, args)  # first: a fresh broker and queue
+                await relay_ready(database, receiver)
+                for rate in args.rates:  # first: a fresh broker and queue
+                    await fixed_rate(database, receiver, rate, args)
             finally:
                 relay.send_signal(signal.SIGTERM)
                 relay.wait(20)
@@ -158,13 +238,14 @@ async def run(args: argparse.Namespace) -> None:
                     f"| drain {queued:,} queued events | - | {queued / drained:,.0f}"
                     f" | {queued / (time.monotonic() - started):,.0f} | 0 | - | - |"
                 )
-                await sustained(database, receiver, args)
+                cpu_line = await sustained(database, receiver, relay.pid, args)
             finally:
                 relay.send_signal(signal.SIGTERM)
                 relay.wait(20)
-            await baseline(connection, topology.events, receiver, args)
+            await baseline(url, exchange, receiver, args)
+            receiving.cancel()
+            print(f"\n{cpu_line}")
             for name in (
-                f"{exchange}.bench",
                 f"{exchange}.cdr",
                 f"{exchange}.dead",
                 f"{exchange}.unrouted",
@@ -174,37 +255,67 @@ async def run(args: argparse.Namespace) -> None:
                 await channel.exchange_delete(name)
 
 
+def stage_cpu(relay_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each stage: the relay, RabbitMQ, this process (the consumer),
+    PostgreSQL, and our finished children (the writers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "relay": cpu_seconds(relay_pid),
+        "broker": cpu_of_processes(
+            lambda entry: (entry / "comm").read_text().strip() == "beam.smp"
+        ),
+        "consumer": own.ru_utime + own.ru_stime,
+        "postgres": postgres_cpu(),
+        "writers": children_cpu(),
+    }
+
+
 async def sustained(
-    database: DatabaseSettings, receiver: Receiver, args: argparse.Namespace
-) -> None:
+    database: DatabaseSettings, receiver: Receiver, relay_pid: int, args: argparse.Namespace
+) -> str:
+    writers = Writers(database, args.seconds, None, args.writers)
+    await writers.started()
     before = receiver.count
+    cpu_before, busy_before = stage_cpu(relay_pid), machine_busy()
     started = time.monotonic()
-    written = await write_in_process(database, args.seconds, None)
+    written = await writers.run()
     elapsed = time.monotonic() - started
+    cpu, busy = stage_cpu(relay_pid), busy_share(busy_before, machine_busy())
     published = published_per_second(database, elapsed)
     delivered = receiver.count - before
+    per_event = " / ".join(
+        f"{(cpu[stage] - cpu_before[stage]) / max(delivered, 1) * 1e6:.0f}" for stage in cpu
+    )
     print(
-        f"| sustained, as fast as possible | {written / elapsed:,.0f} | {published:,.0f}"
-        f" | {delivered / elapsed:,.0f} | {written - delivered:,} | - | - |"
+        f"| sustained, {args.writers} writer(s) as fast as they can | {written / elapsed:,.0f}"
+        f" | {published:,.0f} | {delivered / elapsed:,.0f} | {written - delivered:,} | - | - |"
     )
     await drain(receiver, before + written)
+    return (
+        f"CPU per delivered event while sustained, us (relay / broker / consumer / PostgreSQL /"
+        f" writers): {per_event}; machine {busy:.0%} busy"
+    )
 
 
 async def fixed_rate(
-    database: DatabaseSettings, receiver: Receiver, args: argparse.Namespace
+    database: DatabaseSettings, receiver: Receiver, rate: float, args: argparse.Namespace
 ) -> None:
+    """Events offered at ``rate`` for ``--seconds``: is it kept up with, and the lag."""
+    writers = Writers(database, args.seconds, rate, args.writers)
+    await writers.started()
     before = receiver.count
     receiver.lags.clear()
     receiver.record_lag = True
     started = time.monotonic()
-    written = await write_in_process(database, args.seconds, args.rate)
+    written = await writers.run()
+    writing = time.monotonic() - started
+    delivered = receiver.count - before
     await drain(receiver, before + written)
-    elapsed = time.monotonic() - started
     receiver.record_lag = False
     q = statistics.quantiles(receiver.lags, n=100)
     print(
-        f"| {args.rate:,.0f} events/s | {written / elapsed:,.0f} | - |"
-        f" {(receiver.count - before) / elapsed:,.0f} | 0 |"
+        f"| {rate:,.0f} events/s offered | {written / writing:,.0f} | - |"
+        f" {delivered / writing:,.0f} | {written - delivered:,} |"
         f" {q[49] * 1000:.1f} | {q[98] * 1000:.1f} |"
     )
 
@@ -215,28 +326,33 @@ async def drain(receiver: Receiver, target: int, timeout: float = 120) -> None:
         await asyncio.sleep(0.05)
 
 
-async def baseline(
-    connection: aio_pika.abc.AbstractConnection,
-    exchange: aio_pika.abc.AbstractExchange,
-    receiver: Receiver,
-    args: argparse.Namespace,
-) -> None:
-    """Direct publishing with confirms, 100 per batch, no outbox."""
-    confirm_channel = await connection.channel(publisher_confirms=True)
-    confirm_exchange = await confirm_channel.get_exchange(exchange.name)
+async def baseline(url: str, exchange: str, receiver: Receiver, args: argparse.Namespace) -> None:
+    """Direct publishing with confirms, 2,000 per batch and up to 4 batches in flight, as
+    the relay does, through the same AMQP link: the broker's and client's share alone."""
     before = receiver.count
     published = 0
+    in_flight: list[asyncio.Future[None]] = []
     started = time.monotonic()
-    while time.monotonic() - started < args.seconds:
-        batch = events(100)
-        await asyncio.gather(*(
-            confirm_exchange.publish(
-                aio_pika.Message(e.body(), message_id=str(e.event_id),
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=e.routing_key, mandatory=False)
-            for e in batch
-        ))  # fmt: skip
-        published += len(batch)
+    async with await AmqpLink.connect(url, confirms=True) as link:
+        while time.monotonic() - started < args.seconds:
+            batch = events(2000)
+            in_flight.append(
+                link.publish(
+                    exchange,
+                    [
+                        OutgoingMessage(
+                            e.routing_key,
+                            e.body(),
+                            Basic.Properties(message_id=str(e.event_id), delivery_mode=2),
+                        )
+                        for e in batch
+                    ],
+                )
+            )
+            published += len(batch)
+            if len(in_flight) >= 4:
+                await in_flight.pop(0)
+        await asyncio.gather(*in_flight)
     elapsed = time.monotonic() - started
     await drain(receiver, before + published)
     print(
@@ -248,7 +364,15 @@ async def baseline(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [float(rate) for rate in text.split(",")],
+        default=[1000.0, 10000.0],
+        help="offered rates for the lag test, events/s",
+    )
+    parser.add_argument(
+        "--writers", type=int, default=2, help="writer processes (they share the offered rate)"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

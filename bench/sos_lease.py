@@ -1,19 +1,22 @@
 """112 pool benchmark: latency of ``lease_number`` with many emergency calls at once.
 
-Every caller is a panel in a loop: lease a number, hold the call (``--hold-ms``), release it,
-pause (``--pause-ms``), again, for ``--seconds``. The callers share ``--connections``
-database connections (PostgreSQL here allows 100), as the call apps would share a pool, and
-are spread over ``--processes`` client processes (one Python process cannot drive 200 callers
-without becoming the bottleneck itself); latency is the caller's: waiting for a connection
-included. Scenarios:
+Every caller is a panel in a loop: lease a number, hold the call, release it, pause, again,
+for ``--seconds``; hold and pause times are random (exponential, means ``--hold-ms`` and
+``--pause-ms``), so calls start independently of each other, as real ones do. The callers
+share ``--connections`` database connections spread over ``--processes`` client processes:
+by default one process with one connection, as the ARI app runs them (one kept connection);
+``--processes 4 --connections 40 --hold-ms 200 --pause-ms 200`` is a saturation test.
+Latency is the caller's: waiting for the connection included. Scenarios, each in one city
+holding the whole pool (every lease competes for the same LRU head) and in ``--cities``:
 
-- 1 caller leasing back to back (the uncontended baseline) and ``--callers`` callers;
-- one city holding the whole pool (every lease competes for the same LRU head) and
-  ``--cities`` cities sharing it.
+- baselines: 1 caller leasing back to back (hot), and 1 caller leasing ``--idle-gap-ms``
+  after its previous lease (the cost of waking client and server from idle, which every
+  lease at a real call rate pays);
+- ``--callers`` callers.
 
 The pool is large enough that nobody is ever refused (fallbacks are counted and should be 0).
 
-    .venv/bin/python bench/sos_lease.py [--seconds 5] [--callers 200] [--connections 50]
+    .venv/bin/python bench/sos_lease.py [--seconds 30] [--callers 200] [--hold-ms 5000]
 
 Uses the stack's PostgreSQL with a scratch database of its own; loopback only.
 """
@@ -37,6 +40,21 @@ from softswitch.settings import DatabaseSettings, load_settings
 from softswitch.sos.store import lease_number, release_number
 
 NUMBERS_PER_PANEL = 1.0 / 2  # more panels than numbers, as in life
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How long a caller holds its call and pauses before the next: exactly these means, or
+    exponential with them (independent callers)."""
+
+    hold_ms: float
+    pause_ms: float
+    exponential: bool
+
+    def wait(self, rng: random.Random, mean_ms: float) -> float:
+        if not mean_ms:
+            return 0.0
+        return rng.expovariate(1000 / mean_ms) if self.exponential else mean_ms / 1000
 
 
 @dataclass(frozen=True)
@@ -85,8 +103,7 @@ async def run(
     callers: int,
     connections: int,
     seconds: float,
-    hold_ms: float,
-    pause_ms: float,
+    pacing: Pacing,
 ) -> tuple[list[float], int]:
     """Latencies of every lease of ``callers`` callers, and how many got a fallback."""
     free: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
@@ -105,7 +122,8 @@ async def run(
     async def caller(index: int) -> None:
         nonlocal fallbacks
         rng = random.Random(index)
-        await asyncio.sleep(rng.uniform(0, (hold_ms + pause_ms) / 1000))  # no lockstep start
+        # No lockstep start.
+        await asyncio.sleep(rng.uniform(0, (pacing.hold_ms + pacing.pause_ms) / 1000))
         calls = 0
         while time.monotonic() < deadline:
             call_id = f"call-{index}-{calls}"
@@ -122,13 +140,13 @@ async def run(
             assert outcome.lease is not None
             if outcome.lease.how == "fallback":
                 fallbacks += 1
-            await asyncio.sleep(rng.uniform(0.5, 1.5) * hold_ms / 1000)
+            await asyncio.sleep(pacing.wait(rng, pacing.hold_ms))
             conn = await free.get()
             try:
                 await release_number(conn, number=outcome.lease.number, call_id=call_id)
             finally:
                 free.put_nowait(conn)
-            await asyncio.sleep(rng.uniform(0.5, 1.5) * pause_ms / 1000)
+            await asyncio.sleep(pacing.wait(rng, pacing.pause_ms))
 
     await asyncio.gather(*(caller(i) for i in range(callers)))
     for conn in opened:
@@ -145,8 +163,7 @@ class Share:
     callers: int
     connections: int
     seconds: float
-    hold_ms: float
-    pause_ms: float
+    pacing: Pacing
 
 
 def run_share(share: Share) -> tuple[list[float], int]:
@@ -157,8 +174,7 @@ def run_share(share: Share) -> tuple[list[float], int]:
             callers=share.callers,
             connections=share.connections,
             seconds=share.seconds,
-            hold_ms=share.hold_ms,
-            pause_ms=share.pause_ms,
+            pacing=share.pacing,
         )
     )
 
@@ -168,8 +184,10 @@ def scenario(
     accounts: list[str],
     args: argparse.Namespace,
     *,
+    name: str,
     callers: int,
     cities: int,
+    pacing: Pacing,
 ) -> Result:
     processes = min(args.processes, callers)
     shares = [
@@ -179,17 +197,21 @@ def scenario(
             callers=callers // processes,
             connections=max(1, args.connections // processes),
             seconds=args.seconds,
-            hold_ms=args.hold_ms if callers > 1 else 0.0,
-            pause_ms=args.pause_ms if callers > 1 else 0.0,
+            pacing=pacing,
         )
         for share in range(processes)
     ]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         done = pool.map(run_share, shares)
     latencies = [latency for share, _ in done for latency in share]
-    name = f"{callers} caller(s), {cities} city(ies)"
     return Result(
-        name, callers, cities, len(latencies), sum(f for _, f in done), args.seconds, latencies
+        f"{name}, {cities} city(ies)",
+        callers,
+        cities,
+        len(latencies),
+        sum(f for _, f in done),
+        args.seconds,
+        latencies,
     )
 
 
@@ -208,30 +230,45 @@ def idle_round_trips(database: DatabaseSettings, gap_ms: float, samples: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--callers", type=int, default=200)
-    parser.add_argument("--connections", type=int, default=40)
-    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--numbers", type=int, default=2000, help="pool size, all cities")
     parser.add_argument("--cities", type=int, default=8)
-    parser.add_argument("--hold-ms", type=float, default=200.0)
-    parser.add_argument("--pause-ms", type=float, default=200.0)
+    parser.add_argument("--hold-ms", type=float, default=5000.0, help="mean call time")
+    parser.add_argument("--pause-ms", type=float, default=5000.0, help="mean time between calls")
     parser.add_argument(
-        "--idle-gap-ms", type=float, default=50.0, help="gap before each SELECT 1 of the baseline"
+        "--idle-gap-ms", type=float, default=50.0, help="gap before each lease of the idle baseline"
     )
     args = parser.parse_args()
+    scenarios = (
+        ("1 caller, back to back", 1, Pacing(0, 0, exponential=False)),
+        (f"1 caller, {args.idle_gap_ms:g} ms apart", 1, Pacing(0, args.idle_gap_ms, False)),
+        (f"{args.callers} callers", args.callers, Pacing(args.hold_ms, args.pause_ms, True)),
+    )
     results = []
     for cities in (1, args.cities):
         with temporary_database(load_settings().database, prefix="softswitch_bench") as database:
             accounts = seed(database, cities=cities, numbers=args.numbers)
-            for callers in (1, args.callers):
-                results.append(scenario(database, accounts, args, callers=callers, cities=cities))
+            for name, callers, pacing in scenarios:
+                results.append(
+                    scenario(
+                        database,
+                        accounts,
+                        args,
+                        name=name,
+                        callers=callers,
+                        cities=cities,
+                        pacing=pacing,
+                    )
+                )
             if cities == 1:
                 hot = idle_round_trips(database, 0, 500)
                 idle = idle_round_trips(database, args.idle_gap_ms, 200)
     print(
-        f"pool {args.numbers} numbers, {args.connections} connections in {args.processes}"
-        f" processes, hold {args.hold_ms:g} ms, pause {args.pause_ms:g} ms,"
+        f"pool {args.numbers} numbers, {args.connections} connection(s) in {args.processes}"
+        f" process(es), mean hold {args.hold_ms:g} ms, mean pause {args.pause_ms:g} ms,"
         f" {args.seconds:g} s a scenario"
     )
     for label, probe in (("back to back", hot), (f"{args.idle_gap_ms:g} ms apart", idle)):
@@ -241,17 +278,21 @@ def main() -> None:
             f" p99 {ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000:.2f} ms"
         )
     print(
-        f"{'scenario':<28} {'leases':>7} {'leases/s':>9} {'fallback':>8}"
-        f" {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'p99/base':>8}"
+        f"{'scenario':<38} {'leases':>7} {'leases/s':>9} {'fallback':>8}"
+        f" {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'p99/idle 1':>10}"
     )
-    baseline: dict[int, float] = {}
     for result in results:
         p99 = result.percentile(0.99)
-        base = baseline.setdefault(result.cities, p99)
+        idle_one = next(
+            r
+            for r in results
+            if r.cities == result.cities and r.name.startswith("1 caller, ") and "apart" in r.name
+        )
         print(
-            f"{result.name:<28} {result.leases:>7} {result.leases / result.seconds:>9.0f}"
+            f"{result.name:<38} {result.leases:>7} {result.leases / result.seconds:>9.0f}"
             f" {result.fallbacks:>8} {statistics.median(result.latencies) * 1000:>7.2f}"
-            f" {result.percentile(0.95):>7.2f} {p99:>7.2f} {p99 / base:>8.1f}"
+            f" {result.percentile(0.95):>7.2f} {p99:>7.2f}"
+            f" {p99 / idle_one.percentile(0.99):>10.2f}"
         )
 
 

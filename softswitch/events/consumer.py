@@ -11,21 +11,17 @@ the queue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 import aio_pika
 import psycopg
-from aio_pika.abc import AbstractIncomingMessage
+from pamqp.commands import Basic
 from prometheus_client import Counter
 from psycopg.rows import dict_row
 
-from softswitch.events.broker import (
-    CONNECTION_FAILURES,
-    Topology,
-    declare_topology,
-)
+from softswitch.events.amqp import AmqpLink, Delivery, OutgoingMessage
+from softswitch.events.broker import CONNECTION_FAILURES, declare_topology
 from softswitch.events.cdr import COLUMNS, CallRecord, fold
 from softswitch.events.models import Event, MalformedEvent, parse_event
 from softswitch.reconnect import keep_connected
@@ -93,46 +89,29 @@ class CdrConsumer:
         database: psycopg.Connection[Any] = await asyncio.to_thread(
             lambda: psycopg.connect(self._database_url, connect_timeout=3)
         )
-        connection = await aio_pika.connect(self._amqp.url.get_secret_value(), timeout=5)
-        async with connection:
+        try:
+            url = self._amqp.url.get_secret_value()
+            async with await aio_pika.connect(url, timeout=5) as connection:
+                topology = await declare_topology(await connection.channel(), self._amqp.exchange)
+                cdr_queue, dead_exchange = topology.cdr.name, topology.dead.name
             # Confirms make dead-lettering safe: the original is acked only once the broker
             # holds the copy.
-            channel = await connection.channel(publisher_confirms=True)
-            await channel.set_qos(prefetch_count=self._prefetch)
-            topology = await declare_topology(channel, self._amqp.exchange)
-            queue = topology.cdr
-            inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-            tag = await queue.consume(inbox.put)
-            log.info("CDR consumer on queue %s", queue.name)
-            try:
+            async with await AmqpLink.connect(url, confirms=True, name="CDR consumer") as link:
+                await link.consume(cdr_queue, prefetch=self._prefetch)
+                log.info("CDR consumer on queue %s", cdr_queue)
                 while not stop.is_set():
-                    if connection.is_closed:
-                        raise ConnectionError("broker connection closed")
-                    batch = await self._next_batch(inbox)
+                    # Let a burst gather into one transaction.
+                    batch = await link.deliveries(limit=self._prefetch, timeout=0.5, linger=0.005)
                     if batch:
-                        await self._handle(batch, topology, database)
-            finally:
-                database.close()
-                with contextlib.suppress(*CONNECTION_FAILURES):
-                    await queue.cancel(tag)
-
-    async def _next_batch(
-        self, inbox: asyncio.Queue[AbstractIncomingMessage]
-    ) -> list[AbstractIncomingMessage]:
-        try:
-            first = await asyncio.wait_for(inbox.get(), 0.5)
-        except TimeoutError:
-            return []
-        batch = [first]
-        await asyncio.sleep(0.005)  # let a burst gather into one transaction
-        while len(batch) < self._prefetch and not inbox.empty():
-            batch.append(inbox.get_nowait())
-        return batch
+                        await self._handle(batch, dead_exchange, link, database)
+        finally:
+            database.close()
 
     async def _handle(
         self,
-        batch: list[AbstractIncomingMessage],
-        topology: Topology,
+        batch: list[Delivery],
+        dead_exchange: str,
+        link: AmqpLink,
         database: psycopg.Connection[Any],
     ) -> None:
         events: list[Event] = []
@@ -140,31 +119,37 @@ class CdrConsumer:
             try:
                 events.append(parse_event(message.body))
             except MalformedEvent as exc:
-                await self._dead_letter(message, str(exc), topology)
+                await self._dead_letter(message, str(exc), dead_exchange, link)
         if events:
             folded, duplicates = await asyncio.to_thread(_fold_committed, database, events)
             FOLDED.inc(folded)
             DUPLICATES.inc(duplicates)
-        await batch[-1].ack(multiple=True)
+        link.ack(batch[-1].delivery_tag, multiple=True)
 
     @staticmethod
     async def _dead_letter(
-        message: AbstractIncomingMessage, reason: str, topology: Topology
+        message: Delivery, reason: str, dead_exchange: str, link: AmqpLink
     ) -> None:
         DEAD_LETTERED.inc()
-        log.warning("dead-lettering message %s: %s", message.message_id, reason)
-        await topology.dead.publish(
-            aio_pika.Message(
-                message.body,
-                message_id=message.message_id,
-                type=message.type,
-                content_type=message.content_type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                headers={
-                    **(message.headers or {}),
-                    "x-softswitch-error": reason[:1000],
-                    "x-original-routing-key": message.routing_key or "",
-                },
-            ),
-            routing_key=message.routing_key or "",
+        properties = message.properties
+        log.warning("dead-lettering message %s: %s", properties.message_id, reason)
+        await link.publish(
+            dead_exchange,
+            [
+                OutgoingMessage(
+                    message.routing_key,
+                    message.body,
+                    Basic.Properties(
+                        message_id=properties.message_id,
+                        message_type=properties.message_type,
+                        content_type=properties.content_type,
+                        delivery_mode=2,  # persistent
+                        headers={
+                            **(properties.headers or {}),
+                            "x-softswitch-error": reason[:1000],
+                            "x-original-routing-key": message.routing_key,
+                        },
+                    ),
+                )
+            ],
         )

@@ -17,11 +17,11 @@ from collections import deque
 from typing import Any
 
 import aio_pika
-import aiormq
 import psycopg
 from pamqp.commands import Basic
 from prometheus_client import Counter, Gauge
 
+from softswitch.events.amqp import AmqpLink, OutgoingMessage
 from softswitch.events.broker import CONNECTION_FAILURES, declare_topology
 from softswitch.reconnect import keep_connected
 from softswitch.settings import AmqpSettings
@@ -75,18 +75,18 @@ class OutboxRelay:
                 return
             RELAY_ACTIVE.set(1)
             await conn.execute("LISTEN event_outbox")
-            connection = await aio_pika.connect(self._amqp.url.get_secret_value(), timeout=5)
-            async with connection:
-                channel = await connection.channel(publisher_confirms=True)
-                await declare_topology(channel, self._amqp.exchange)
+            url = self._amqp.url.get_secret_value()
+            async with await aio_pika.connect(url, timeout=5) as connection:
+                await declare_topology(await connection.channel(), self._amqp.exchange)
+            async with await AmqpLink.connect(url, confirms=True, name="outbox relay") as link:
                 BROKER_UP.set(1)
                 log.info("relay publishing to %s", self._amqp.exchange)
-                await self._pipeline(conn, await channel.get_underlay_channel(), stop)
+                await self._pipeline(conn, link, stop)
 
     async def _pipeline(
         self,
         conn: psycopg.AsyncConnection[Any],
-        channel: aiormq.abc.AbstractChannel,
+        link: AmqpLink,
         stop: asyncio.Event,
     ) -> None:
         """Keep up to ``max_in_flight`` batches awaiting confirms; mark them sent in order.
@@ -101,7 +101,7 @@ class OutboxRelay:
                 rows = await self._next_rows(conn, after=last_sent)
                 if rows:
                     last_sent = rows[-1][0]
-                    in_flight.append(([row[0] for row in rows], self._publish(channel, rows)))
+                    in_flight.append(([row[0] for row in rows], self._publish(link, rows)))
                 partial = len(rows) < self._batch_size
                 while in_flight and (
                     partial or in_flight[0][1].done() or len(in_flight) > self._max_in_flight
@@ -147,21 +147,18 @@ class OutboxRelay:
             )
         ).fetchall()
 
-    def _publish(
-        self, channel: aiormq.abc.AbstractChannel, rows: list[tuple[Any, ...]]
-    ) -> asyncio.Future[Any]:
+    def _publish(self, link: AmqpLink, rows: list[tuple[Any, ...]]) -> asyncio.Future[None]:
         """Send a batch now; the future completes when the broker confirmed all of it.
 
-        Straight on the aiormq channel under aio-pika: aio-pika's Message and publish
-        wrappers cost ~5x more CPU per event, which capped the relay at ~1,600 events/s.
+        Not mandatory: unroutable events go to the alternate exchange.
         """
-        return asyncio.gather(
-            *(
-                channel.basic_publish(
+        return link.publish(
+            self._amqp.exchange,
+            (
+                OutgoingMessage(
+                    routing_key,
                     payload.encode(),
-                    exchange=self._amqp.exchange,
-                    routing_key=routing_key,
-                    properties=Basic.Properties(
+                    Basic.Properties(
                         message_id=str(event_id),
                         message_type=routing_key,
                         content_type="application/json",
@@ -169,9 +166,9 @@ class OutboxRelay:
                         # Integers: AMQP would carry a float header as 32 bits.
                         headers={"x-outbox-id": outbox_id, "x-created-at-us": created_us},
                     ),
-                )  # not mandatory: unroutable events go to the alternate exchange
+                )
                 for outbox_id, event_id, routing_key, payload, created_us in rows
-            )
+            ),
         )
 
     async def _update_backlog(self, conn: psycopg.AsyncConnection[Any], *, force: bool) -> None:

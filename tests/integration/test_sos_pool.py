@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from ari_apps.sos.app import refresh_pool_metrics
 from softswitch.db import KeptConnection
+from softswitch.events.models import EVENT_TYPES
 from softswitch.settings import DatabaseSettings
 from softswitch.sos.models import ExhaustionPolicy, LeaseOutcome, PoolNumber
 from softswitch.sos.policy import choose_number
@@ -279,6 +280,73 @@ async def test_calls_without_a_pool_get_a_fallback_and_say_why(
     nothing = await lease(url, "1001", "call-none")
     assert (nothing.reason, nothing.lease) == ("unknown_panel", None)
     assert outbox(url) == Counter({"sos.number.exhausted": 4, "sos.number.leased": 3})
+
+
+async def test_the_statements_write_complete_events_in_order(
+    migrated_database: DatabaseSettings,
+) -> None:
+    """Lease and release fill in their events' fields in SQL: every payload must still be a
+    valid event of its routing key, with the values of the outcome."""
+    url = migrated_database.url
+    import_pool(url, pool_of(1, "fallback"))
+    first, second = add_panels(url, 2)
+    leased = await lease(url, first, "c1")
+    fallback = await lease(url, second, "c2")
+    assert await release(url, "+73833000000", "c1")
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT event_id, routing_key, payload FROM event_outbox ORDER BY id"
+        ).fetchall()
+    events = [EVENT_TYPES[key].model_validate(payload) for _, key, payload in rows]
+    assert [event.event_id for event in events] == [event_id for event_id, _, _ in rows]
+    assert [
+        event.model_dump(exclude={"event_id", "occurred_at", "schema_version"}) for event in events
+    ] == [
+        {
+            "type": "sos.number.leased",
+            "city": "novosibirsk",
+            "number": "+73833000000",
+            "panel": "p-0",
+            "how": "lru",
+            "call_id": "c1",
+            "sip_call_id": None,
+            "channel_id": None,
+            "bridge_id": None,
+        },
+        {
+            "type": "sos.number.exhausted",
+            "city": "novosibirsk",
+            "panel": "p-1",
+            "call_id": "c2",
+            "sip_call_id": None,
+            "channel_id": None,
+            "bridge_id": None,
+        },
+        {
+            "type": "sos.number.leased",
+            "city": "novosibirsk",
+            "number": NSK["fallback_number"],
+            "panel": "p-1",
+            "how": "fallback",
+            "call_id": "c2",
+            "sip_call_id": None,
+            "channel_id": None,
+            "bridge_id": None,
+        },
+        {
+            "type": "sos.number.released",
+            "city": "novosibirsk",
+            "number": "+73833000000",
+            "panel": "p-0",
+            "held_seconds": events[3].held_seconds,
+            "call_id": "c1",
+            "sip_call_id": None,
+            "channel_id": None,
+            "bridge_id": None,
+        },
+    ]
+    assert events[3].held_seconds >= 0
+    assert leased.reason == "leased" and fallback.reason == "exhausted"
 
 
 async def test_a_lease_carries_the_route_and_the_panels_location(
