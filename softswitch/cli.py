@@ -461,7 +461,9 @@ def _run_sos(operation: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]])
     settings = _settings()
 
     async def run() -> _T:
-        async with await psycopg.AsyncConnection.connect(settings.database.url) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            settings.database.url, autocommit=True
+        ) as conn:
             return await operation(conn)
 
     return asyncio.run(run())
