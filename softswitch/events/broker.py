@@ -61,6 +61,14 @@ async def declare_topology(channel: AbstractChannel, name: str) -> Topology:
     return Topology(events, dead, cdr)
 
 
+async def ensure_topology(url: str, name: str) -> Topology:
+    """Declare the topology on a connection of its own, closed afterwards: for the relay and
+    the CDR consumer, which then speak AMQP through an AmqpLink. Only the names of what it
+    returns are of use."""
+    async with await aio_pika.connect(url, timeout=5) as connection:
+        return await declare_topology(await connection.channel(), name)
+
+
 async def declare_consumer_queue(
     channel: AbstractChannel,
     events: AbstractExchange,

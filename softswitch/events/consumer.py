@@ -14,14 +14,13 @@ import asyncio
 import logging
 from typing import Any
 
-import aio_pika
 import psycopg
 from pamqp.commands import Basic
 from prometheus_client import Counter
 from psycopg.rows import dict_row
 
 from softswitch.events.amqp import AmqpLink, Delivery, OutgoingMessage
-from softswitch.events.broker import CONNECTION_FAILURES, declare_topology
+from softswitch.events.broker import CONNECTION_FAILURES, ensure_topology
 from softswitch.events.cdr import COLUMNS, CallRecord, fold
 from softswitch.events.models import Event, MalformedEvent, parse_event
 from softswitch.reconnect import keep_connected
@@ -91,9 +90,8 @@ class CdrConsumer:
         )
         try:
             url = self._amqp.url.get_secret_value()
-            async with await aio_pika.connect(url, timeout=5) as connection:
-                topology = await declare_topology(await connection.channel(), self._amqp.exchange)
-                cdr_queue, dead_exchange = topology.cdr.name, topology.dead.name
+            topology = await ensure_topology(url, self._amqp.exchange)
+            cdr_queue, dead_exchange = topology.cdr.name, topology.dead.name
             # Confirms make dead-lettering safe: the original is acked only once the broker
             # holds the copy.
             async with await AmqpLink.connect(url, confirms=True, name="CDR consumer") as link:

@@ -16,13 +16,12 @@ import time
 from collections import deque
 from typing import Any
 
-import aio_pika
 import psycopg
 from pamqp.commands import Basic
 from prometheus_client import Counter, Gauge
 
 from softswitch.events.amqp import AmqpLink, OutgoingMessage
-from softswitch.events.broker import CONNECTION_FAILURES, declare_topology
+from softswitch.events.broker import CONNECTION_FAILURES, ensure_topology
 from softswitch.reconnect import keep_connected
 from softswitch.settings import AmqpSettings
 
@@ -76,8 +75,7 @@ class OutboxRelay:
             RELAY_ACTIVE.set(1)
             await conn.execute("LISTEN event_outbox")
             url = self._amqp.url.get_secret_value()
-            async with await aio_pika.connect(url, timeout=5) as connection:
-                await declare_topology(await connection.channel(), self._amqp.exchange)
+            await ensure_topology(url, self._amqp.exchange)
             async with await AmqpLink.connect(url, confirms=True, name="outbox relay") as link:
                 BROKER_UP.set(1)
                 log.info("relay publishing to %s", self._amqp.exchange)

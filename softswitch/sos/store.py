@@ -89,6 +89,17 @@ _CITY_FIELDS = tuple(City.model_fields)
 _NUMBER_FIELDS = tuple(PoolNumber.model_fields)
 _NUMBER_COLUMNS = ", ".join(_NUMBER_FIELDS)
 
+# The events the lease and release statements write, completed from the rows they changed.
+_EXHAUSTED_EVENT = templated_outbox_row("exhausted", "'city', city_label, 'panel', panel")
+_LEASED_EVENT = templated_outbox_row(
+    "leased", "'city', city_label, 'number', caller_id, 'panel', panel, 'how', how"
+)
+_RELEASED_EVENT = templated_outbox_row(
+    "released",
+    "'city', city_id, 'number', number, 'panel', panel_id, 'held_seconds', held_seconds,"
+    " 'call_id', call_id",
+)
+
 # One statement finds the calling panel and its city, leases the number, writes the audit row
 # and the events: one round trip. choose_number's three steps are sub-selects, COALESCE runs a
 # step only when the ones before it found nothing, and SKIP LOCKED passes over rows other
@@ -155,14 +166,8 @@ events AS (
     INSERT INTO event_outbox (event_id, routing_key, payload)
     SELECT event.id, event.key, event.payload
     FROM outcome, LATERAL (VALUES
-        (1, pool_number IS NULL,
-         {templated_outbox_row("exhausted", "'city', city_label, 'panel', panel")}),
-        (2, caller_id IS NOT NULL,
-         {
-    templated_outbox_row(
-        "leased", "'city', city_label, 'number', caller_id, 'panel', panel, 'how', how"
-    )
-})
+        (1, pool_number IS NULL, {_EXHAUSTED_EVENT}),
+        (2, caller_id IS NOT NULL, {_LEASED_EVENT})
     ) AS event(position, wanted, id, key, payload)
     WHERE event.wanted
     ORDER BY event.position
@@ -194,13 +199,7 @@ closed AS (
 ),
 events AS (
     INSERT INTO event_outbox (event_id, routing_key, payload)
-    SELECT {
-    templated_outbox_row(
-        "released",
-        "'city', city_id, 'number', number, 'panel', panel_id, 'held_seconds', held_seconds,"
-        " 'call_id', call_id",
-    )
-}
+    SELECT {_RELEASED_EVENT}
     FROM released
 )
 SELECT * FROM released
