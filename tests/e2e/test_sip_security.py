@@ -147,13 +147,14 @@ def test_a_flooding_source_is_ignored_for_a_while_and_others_are_still_served(
     assert not banned(untrusted, UNTRUSTED)
     flood = run_sipp(
         "uac_options.xml", kamailio(untrusted), service="probe", workdir=tmp_path,
-        calls=limit * 4, rate=limit * 4, timeout_s=20, local_ip=UNTRUSTED,
+        calls=limit * 6, rate=limit * 6, timeout_s=20, local_ip=UNTRUSTED,
     )  # fmt: skip
-    assert flood.successful + flood.failed == limit * 4, flood.output
-    # Answered up to the limit (a few more: pike's window is not aligned with sipp's
-    # second), then nothing.
-    assert limit // 2 <= flood.successful <= limit * 2, flood.output
-    assert flood.failed >= limit * 2
+    assert flood.successful + flood.failed == limit * 6, flood.output
+    # Answered up to the limit, then nothing. Pike samples in slots that are not aligned with
+    # sipp's second: its documented blocking point for an IPv4 source lies between the limit
+    # and 3 times it (104 of limit 50 seen on a loaded machine).
+    assert limit // 2 <= flood.successful <= limit * 3, flood.output
+    assert flood.failed >= limit * 3
     assert banned(untrusted, UNTRUSTED)
 
     def probe(ip: str) -> SippResult:
