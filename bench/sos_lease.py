@@ -247,12 +247,13 @@ def main() -> None:
         (f"1 caller, {args.idle_gap_ms:g} ms apart", 1, Pacing(0, args.idle_gap_ms, False)),
         (f"{args.callers} callers", args.callers, Pacing(args.hold_ms, args.pause_ms, True)),
     )
-    results = []
+    # Per city count, the results in the order of ``scenarios``; the second is the idle baseline.
+    results: dict[int, list[Result]] = {}
     for cities in (1, args.cities):
         with temporary_database(load_settings().database, prefix="softswitch_bench") as database:
             accounts = seed(database, cities=cities, numbers=args.numbers)
             for name, callers, pacing in scenarios:
-                results.append(
+                results.setdefault(cities, []).append(
                     scenario(
                         database,
                         accounts,
@@ -281,19 +282,15 @@ def main() -> None:
         f"{'scenario':<38} {'leases':>7} {'leases/s':>9} {'fallback':>8}"
         f" {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'p99/idle 1':>10}"
     )
-    for result in results:
-        p99 = result.percentile(0.99)
-        idle_one = next(
-            r
-            for r in results
-            if r.cities == result.cities and r.name.startswith("1 caller, ") and "apart" in r.name
-        )
-        print(
-            f"{result.name:<38} {result.leases:>7} {result.leases / result.seconds:>9.0f}"
-            f" {result.fallbacks:>8} {statistics.median(result.latencies) * 1000:>7.2f}"
-            f" {result.percentile(0.95):>7.2f} {p99:>7.2f}"
-            f" {p99 / idle_one.percentile(0.99):>10.2f}"
-        )
+    for of_cities in results.values():
+        idle_p99 = of_cities[1].percentile(0.99)
+        for result in of_cities:
+            p99 = result.percentile(0.99)
+            print(
+                f"{result.name:<38} {result.leases:>7} {result.leases / result.seconds:>9.0f}"
+                f" {result.fallbacks:>8} {statistics.median(result.latencies) * 1000:>7.2f}"
+                f" {result.percentile(0.95):>7.2f} {p99:>7.2f} {p99 / idle_p99:>10.2f}"
+            )
 
 
 if __name__ == "__main__":
