@@ -83,6 +83,11 @@ class KamailioSettings(BaseModel):
     # Anti-flood: more requests than this from one untrusted source in 2 s bans it.
     flood_requests: int = Field(default=50, ge=2, le=1_000_000)
     flood_ban_seconds: int = Field(default=60, ge=1, le=86_400)
+    # Kamailio's UDP receive buffer (core `maxbuffer`); `stack up` raises the kernel's cap
+    # net.core.rmem_max to it. 256 KB, Kamailio's default, holds ~25 ms of SIP at 2,500
+    # calls/s: one scheduling hiccup of the SIP workers then drops datagrams (README,
+    # "End to end").
+    udp_receive_buffer_bytes: int = Field(default=4 * 1024 * 1024, ge=65_536, le=256 * 1024 * 1024)
 
     @field_validator("trusted_sources")
     @classmethod

@@ -92,6 +92,29 @@ def ensure_packages(packages: list[str]) -> list[str]:
     return missing
 
 
+RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
+
+
+def ensure_kernel_limit(path: Path, minimum: int) -> int:
+    """Raise a numeric kernel setting (a /proc/sys file) to at least ``minimum``; never lower it.
+
+    Returns the value in force. Where it cannot be written (a container with a read-only
+    /proc/sys) the stack still comes up, with a warning naming the setting to raise.
+    """
+    current = int(path.read_text().split()[0])
+    if current >= minimum:
+        return current
+    try:
+        path.write_text(f"{minimum}\n")
+    except OSError as exc:
+        log.warning(
+            "%s is %d, below %d, and cannot be raised here: %s", path, current, minimum, exc
+        )
+        return current
+    log.info("%s raised from %d to %d", path, current, minimum)
+    return minimum
+
+
 def _postgres_clusters() -> list[tuple[str, str]]:
     output = run(["pg_lsclusters", "--no-header"])
     return [(line.split()[0], line.split()[1]) for line in output.splitlines() if line.strip()]

@@ -98,6 +98,7 @@ def template_values(settings: Settings) -> dict[str, str]:
         "DEFAULT_STASIS_APP": settings.ari.apps[0] if settings.ari.apps else "smoke",
         "FLOOD_REQUESTS": str(settings.kamailio.flood_requests),
         "FLOOD_BAN_SECONDS": str(settings.kamailio.flood_ban_seconds),
+        "UDP_RECEIVE_BUFFER": str(settings.kamailio.udp_receive_buffer_bytes),
         "TRUSTED_SOURCES_DEFINE": (
             f'#!define TRUSTED_SOURCES "{settings.kamailio.trusted_sources}"'
             if settings.kamailio.trusted_sources

@@ -90,6 +90,7 @@ def up(settings: Settings) -> Settings:
     settings = up_host(settings)
     state_dir = settings.stack.state_dir
     chroot.ensure_chroot(settings.stack)
+    host.ensure_kernel_limit(host.RMEM_MAX, settings.kamailio.udp_receive_buffer_bytes)
     values = template_values(settings)
     root = settings.stack.chroot_dir
     for service, source, target in (

@@ -37,6 +37,7 @@ from softswitch.cli import app as cli_app
 from softswitch.settings import Settings
 from softswitch.stack.chroot import ASTERISK_PACKAGES, KAMAILIO_PACKAGES
 from softswitch.stack.render import ASTERISK_ETC_DIR, KAMAILIO_ETC_DIR
+from softswitch.stack.services import KAMAILIO as KAMAILIO_SERVICE
 
 pytestmark = pytest.mark.unit
 
@@ -341,6 +342,11 @@ def test_kamailio_and_asterisk_read_the_configs_preflight_renders() -> None:
     assert all(v.endswith(":ro") for v in services()["kamailio"]["volumes"])
     assert f"{KAMAILIO_ETC_DIR}/kamailio.cfg" in dockerfile_cmd("kamailio")
     assert f"{ASTERISK_ETC_DIR}/asterisk.conf" in dockerfile_cmd("asterisk")
+
+
+def test_kamailio_runs_with_the_local_stacks_options() -> None:
+    """Memory sizes and allocator (TLSF) are performance settings measured on the local stack."""
+    assert dockerfile_cmd("kamailio")[1:] == list(KAMAILIO_SERVICE.command[1:])
 
 
 def dockerfile_cmd(name: str) -> list[str]:
