@@ -45,6 +45,12 @@ REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = REPO / "tests" / "e2e" / "scenarios"
 
 
+def stop_cleanly_on_sigterm() -> None:
+    """`kill <benchmark>` unwinds like Ctrl-C: its ``finally`` blocks stop the sipps and
+    services it started and restore the stack's Kamailio, instead of leaving them running."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -47,7 +47,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_seconds, database_with_routes
+from common import cpu_seconds, database_with_routes, stop_cleanly_on_sigterm
 
 from routing.models import RouteSpec
 from softswitch.settings import Settings, load_settings
@@ -306,6 +306,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=450, help="ramping time of all modes, s")
     args = parser.parse_args()
     modes = args.modes.split(",")
+    stop_cleanly_on_sigterm()
 
     settings = load_settings()
     stack_dir, chroot = settings.stack.state_dir, settings.stack.chroot_dir
