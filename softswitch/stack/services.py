@@ -79,6 +79,12 @@ def running_pid(service: ChrootService, state_dir: Path) -> int | None:
     return pid if cmdline and cmdline[0].decode().endswith(service.binary) else None
 
 
+def running_command(pid: int) -> tuple[str, ...]:
+    """The command line a process runs, to tell a service started with other options."""
+    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return tuple(argument.decode() for argument in arguments if argument)
+
+
 def start(service: ChrootService, chroot_dir: Path, state_dir: Path) -> int:
     for directory in service.run_dirs:
         (chroot_dir / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)

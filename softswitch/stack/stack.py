@@ -3,7 +3,7 @@
 ``up`` generates the stack's credentials once (kept in ``<state_dir>/stack.env``, mode 0600,
 read by every softswitch process), makes sure PostgreSQL and RabbitMQ answer, migrates the
 database, builds the chroot when missing, renders the configs and starts Asterisk and
-Kamailio. A service whose rendered config changed is restarted.
+Kamailio. A service whose rendered config or command line changed is restarted.
 """
 
 from __future__ import annotations
@@ -100,8 +100,10 @@ def up(settings: Settings) -> Settings:
         changed = render_tree(REPO_ROOT / source, root / target.lstrip("/"), values)
         if service is services.KAMAILIO:
             services.check_kamailio_config(root)
-        running = services.running_pid(service, state_dir) is not None
-        if running and changed:
+        pid = services.running_pid(service, state_dir)
+        running = pid is not None
+        # Restarted when its config or its command line (say, Kamailio's allocator) changed.
+        if pid is not None and (changed or services.running_command(pid) != service.command):
             services.stop(service, state_dir)
             running = False
         if not running:

@@ -1,8 +1,10 @@
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from softswitch.stack.host import ensure_kernel_limit
+from softswitch.stack.services import running_command
 
 pytestmark = pytest.mark.unit
 
@@ -29,3 +31,12 @@ def test_an_unwritable_kernel_setting_is_reported_not_fatal(
     in_force = int(read_only.read_text().split()[0])
     assert ensure_kernel_limit(read_only, in_force + 10**9) < in_force + 10**9
     assert "cannot be raised here" in caplog.text
+
+
+def test_the_command_line_of_a_running_process_is_read_back() -> None:
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        assert running_command(process.pid) == ("sleep", "30")
+    finally:
+        process.kill()
+        process.wait()
