@@ -73,10 +73,10 @@ def running_pid(service: ChrootService, state_dir: Path) -> int | None:
     pid_file = service.pid_file(state_dir)
     try:
         pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        command = running_command(pid)
     except (OSError, ValueError):
         return None
-    return pid if cmdline and cmdline[0].decode().endswith(service.binary) else None
+    return pid if command and command[0].endswith(service.binary) else None
 
 
 def running_command(pid: int) -> tuple[str, ...]:
