@@ -1,4 +1,5 @@
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,12 @@ def test_an_unwritable_kernel_setting_is_reported_not_fatal(
 
 
 def test_the_command_line_of_a_running_process_is_read_back() -> None:
-    process = subprocess.Popen(["sleep", "30"])
+    command = (sys.executable, "-c", "print('ready', flush=True); import time; time.sleep(30)")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
-        assert running_command(process.pid) == ("sleep", "30")
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"  # running its own program by now
+        assert running_command(process.pid) == command
     finally:
         process.kill()
         process.wait()
