@@ -101,12 +101,11 @@ def up(settings: Settings) -> Settings:
         if service is services.KAMAILIO:
             services.check_kamailio_config(root)
         pid = services.running_pid(service, state_dir)
-        running = pid is not None
         # Restarted when its config or its command line (say, Kamailio's allocator) changed.
         if pid is not None and (changed or services.running_command(pid) != service.command):
             services.stop(service, state_dir)
-            running = False
-        if not running:
+            pid = None
+        if pid is None:
             services.start(service, root, state_dir)
         services.wait_ready(service, settings)
     return settings
