@@ -3,16 +3,17 @@
 Every caller is a panel in a loop: lease a number, hold the call, release it, pause, again,
 for ``--seconds``; hold and pause times are random (exponential, means ``--hold-ms`` and
 ``--pause-ms``), so calls start independently of each other, as real ones do. The callers
-share ``--connections`` database connections spread over ``--processes`` client processes:
-by default one process with one connection, as the ARI app runs them (one kept connection);
-``--processes 4 --connections 40 --hold-ms 200 --pause-ms 200`` is a saturation test.
-Latency is the caller's: waiting for the connection included. Scenarios, each in one city
-holding the whole pool (every lease competes for the same LRU head) and in ``--cities``:
+share database connections through the ARI app's own ``KeptConnection``, in one process
+by default, as the app runs them; ``--processes 4 --connections 40 --hold-ms 200
+--pause-ms 200`` is a saturation test. Latency is the caller's: waiting for a connection
+included. Scenarios, each in one city holding the whole pool (every lease competes for the
+same LRU head) and in ``--cities``:
 
 - baselines: 1 caller leasing back to back (hot), and 1 caller leasing ``--idle-gap-ms``
   after its previous lease (the cost of waking client and server from idle, which every
   lease at a real call rate pays);
-- ``--callers`` callers.
+- ``--callers`` callers sharing one connection, then ``--connections`` (default: the app's
+  setting ``SOFTSWITCH_SOS_DATABASE_CONNECTIONS``).
 
 The pool is large enough that nobody is ever refused (fallbacks are counted and should be 0).
 
@@ -25,17 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing
 import random
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 import uvloop
 
-from softswitch.db import temporary_database
+from softswitch.db import KeptConnection, temporary_database
 from softswitch.settings import DatabaseSettings, load_settings
 from softswitch.sos.store import lease_number, release_number
 
@@ -106,20 +107,13 @@ async def run(
     pacing: Pacing,
 ) -> tuple[list[float], int]:
     """Latencies of every lease of ``callers`` callers, and how many got a fallback."""
-    free: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
-    opened = [
-        await psycopg.AsyncConnection.connect(database.url, autocommit=True)
-        for _ in range(min(callers, connections))
-    ]
-    for conn in opened:
-        free.put_nowait(conn)
     latencies: list[float] = []
     fallbacks = 0
     deadline = time.monotonic() + seconds
     # Each caller is its own panels (a slice of all), so no two callers share a panel.
     slices = [accounts[i::callers] for i in range(callers)]
 
-    async def caller(index: int) -> None:
+    async def caller(index: int, pool: KeptConnection) -> None:
         nonlocal fallbacks
         rng = random.Random(index)
         # No lockstep start.
@@ -127,30 +121,25 @@ async def run(
         calls = 0
         while time.monotonic() < deadline:
             call_id = f"call-{index}-{calls}"
+            panel = rng.choice(slices[index])
             calls += 1
             started = time.perf_counter()
-            conn = await free.get()
-            try:
-                outcome = await lease_number(
-                    conn, panel_account=rng.choice(slices[index]), call_id=call_id
-                )
-            finally:
-                free.put_nowait(conn)
+            outcome = await pool.run(
+                functools.partial(lease_number, panel_account=panel, call_id=call_id)
+            )
             latencies.append(time.perf_counter() - started)
             assert outcome.lease is not None
             if outcome.lease.how == "fallback":
                 fallbacks += 1
             await asyncio.sleep(pacing.wait(rng, pacing.hold_ms))
-            conn = await free.get()
-            try:
-                await release_number(conn, number=outcome.lease.number, call_id=call_id)
-            finally:
-                free.put_nowait(conn)
+            await pool.run(
+                functools.partial(release_number, number=outcome.lease.number, call_id=call_id)
+            )
             await asyncio.sleep(pacing.wait(rng, pacing.pause_ms))
 
-    await asyncio.gather(*(caller(i) for i in range(callers)))
-    for conn in opened:
-        await conn.close()
+    # The ARI app's own connection handling (softswitch.db.KeptConnection).
+    async with KeptConnection(database.url, connections=connections) as pool:
+        await asyncio.gather(*(caller(i, pool) for i in range(callers)))
     return latencies, fallbacks
 
 
@@ -186,6 +175,7 @@ def scenario(
     *,
     name: str,
     callers: int,
+    connections: int,
     cities: int,
     pacing: Pacing,
 ) -> Result:
@@ -195,7 +185,7 @@ def scenario(
             url=database.url,
             accounts=accounts[share::processes],
             callers=callers // processes,
-            connections=max(1, args.connections // processes),
+            connections=max(1, connections // processes),
             seconds=args.seconds,
             pacing=pacing,
         )
@@ -232,7 +222,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--callers", type=int, default=200)
-    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=load_settings().sos.database_connections,
+        help="of the callers (default: the app's, SOFTSWITCH_SOS_DATABASE_CONNECTIONS)",
+    )
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--numbers", type=int, default=2000, help="pool size, all cities")
     parser.add_argument("--cities", type=int, default=8)
@@ -242,17 +237,24 @@ def main() -> None:
         "--idle-gap-ms", type=float, default=50.0, help="gap before each lease of the idle baseline"
     )
     args = parser.parse_args()
+    pacing = Pacing(args.hold_ms, args.pause_ms, exponential=True)
     scenarios = (
-        ("1 caller, back to back", 1, Pacing(0, 0, exponential=False)),
-        (f"1 caller, {args.idle_gap_ms:g} ms apart", 1, Pacing(0, args.idle_gap_ms, False)),
-        (f"{args.callers} callers", args.callers, Pacing(args.hold_ms, args.pause_ms, True)),
+        ("1 caller, back to back", 1, 1, Pacing(0, 0, exponential=False)),
+        (f"1 caller, {args.idle_gap_ms:g} ms apart", 1, 1, Pacing(0, args.idle_gap_ms, False)),
+        (f"{args.callers} callers, 1 connection", args.callers, 1, pacing),
+        (
+            f"{args.callers} callers, {args.connections} conn.",
+            args.callers,
+            args.connections,
+            pacing,
+        ),
     )
     # Per city count, the results in the order of ``scenarios``; the second is the idle baseline.
     results: dict[int, list[Result]] = {}
     for cities in (1, args.cities):
         with temporary_database(load_settings().database, prefix="softswitch_bench") as database:
             accounts = seed(database, cities=cities, numbers=args.numbers)
-            for name, callers, pacing in scenarios:
+            for name, callers, connections, scenario_pacing in scenarios:
                 results.setdefault(cities, []).append(
                     scenario(
                         database,
@@ -260,8 +262,9 @@ def main() -> None:
                         args,
                         name=name,
                         callers=callers,
+                        connections=connections,
                         cities=cities,
-                        pacing=pacing,
+                        pacing=scenario_pacing,
                     )
                 )
             if cities == 1:

@@ -158,23 +158,33 @@ def drop_database(database: DatabaseSettings) -> None:
 
 
 class KeptConnection:
-    """One PostgreSQL connection a service keeps open for short queries, one at a time.
+    """PostgreSQL connections a service keeps open for short queries, one query on each at a
+    time: ``connections`` of them, opened as concurrent queries need them.
 
-    Enough where each query is an indexed sub-millisecond one (a door call's flat lookup, an
-    emergency lease): psycopg runs one query per connection anyway, and a pool would hold
-    server connections PostgreSQL pays for. A kept connection that died (PostgreSQL
-    restarted, an idle connection cut by a firewall) is replaced once within the same call;
-    when a fresh connection fails too, the call raises.
+    One is enough where each query is an indexed sub-millisecond one and calls come one by
+    one (a door call's flat lookup); a burst of simultaneous calls (the 112 pool on a city-wide
+    emergency) wants a few, or every query waits for the ones before it. The most recently
+    used connection is taken first, so that at a low call rate one warm connection (and its
+    server process) does all the work. A kept connection that died (PostgreSQL restarted, an
+    idle connection cut by a firewall) is replaced once within the same call; when a fresh
+    connection fails too, the call raises.
     """
 
     def __init__(
-        self, conninfo: str, *, connect_timeout_seconds: int = 3, what: str = "database"
+        self,
+        conninfo: str,
+        *,
+        connections: int = 1,
+        connect_timeout_seconds: int = 3,
+        what: str = "database",
     ) -> None:
         self._conninfo = conninfo
         self._connect_timeout = connect_timeout_seconds
         self._what = what
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
+        self._conns: list[psycopg.AsyncConnection[Any] | None] = [None] * connections
+        self._idle: asyncio.LifoQueue[int] = asyncio.LifoQueue()
+        for slot in reversed(range(connections)):
+            self._idle.put_nowait(slot)
 
     async def __aenter__(self) -> KeptConnection:
         return self
@@ -183,15 +193,20 @@ class KeptConnection:
         await self.aclose()
 
     async def aclose(self) -> None:
-        async with self._lock:
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+        """Close every connection once the queries running on them are done."""
+        slots = [await self._idle.get() for _ in self._conns]
+        for slot in slots:
+            conn, self._conns[slot] = self._conns[slot], None
+            if conn is not None:
+                await conn.close()
+            self._idle.put_nowait(slot)
 
     async def run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
-        async with self._lock:
-            reused = self._conn is not None and not self._conn.closed
-            conn = await self._connection()
+        slot = await self._idle.get()
+        try:
+            kept = self._conns[slot]
+            reused = kept is not None and not kept.closed
+            conn = await self._connection(slot)
             try:
                 return await work(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -200,11 +215,14 @@ class KeptConnection:
                 if not (reused and conn.closed):
                     raise
                 log.warning("%s connection lost (%s); reconnecting", self._what, exc)
-            return await work(await self._connection())
+            return await work(await self._connection(slot))
+        finally:
+            self._idle.put_nowait(slot)
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
+    async def _connection(self, slot: int) -> psycopg.AsyncConnection[Any]:
+        conn = self._conns[slot]
+        if conn is None or conn.closed:
+            conn = self._conns[slot] = await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
             )
-        return self._conn
+        return conn

@@ -187,6 +187,9 @@ class SosSettings(BaseModel):
     # an emergency call is never dropped for a configuration gap.
     fallback_gateway_uri: str | None = None
     emergency_number: str = Field(default="112", pattern=r"^[0-9]{2,6}$")
+    # Database connections of the sos app: a city-wide emergency brings many 112 calls at once,
+    # and on one connection each lease waits for the ones before it (bench/sos_lease.py).
+    database_connections: int = Field(default=4, ge=1, le=32)
 
     @field_validator("fallback_number")
     @classmethod

@@ -25,7 +25,11 @@ POOL_GAUGE_SECONDS = 15.0
 
 async def build(settings: Settings, resources: AsyncExitStack) -> StasisAppSpec[EmergencyCall]:
     database = await resources.enter_async_context(
-        KeptConnection(settings.database.url, what="112 pool database")
+        KeptConnection(
+            settings.database.url,
+            connections=settings.sos.database_connections,
+            what="112 pool database",
+        )
     )
     policy = SosPolicy(
         fallback_gateway_uri=settings.sos.fallback_gateway_uri,

@@ -1,7 +1,9 @@
-"""Migrations and the account tables against a real PostgreSQL."""
+"""Migrations, the account tables and kept connections against a real PostgreSQL."""
 
+import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -120,3 +122,80 @@ def test_drop_database_ends_open_sessions_and_tolerates_a_missing_database(
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(database.url).close()
     db.drop_database(database)  # already gone: nothing to do
+
+
+async def backend_pid(conn: psycopg.AsyncConnection[Any]) -> int:
+    cursor = await conn.execute("SELECT pg_backend_pid()")
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_kept_connections_serve_concurrent_queries_each_on_its_own(
+    scratch_database: DatabaseSettings,
+) -> None:
+    """Three queries that can only finish together (a barrier inside) need three
+    connections at once; one connection would leave them waiting forever."""
+    together = asyncio.Barrier(3)
+
+    async def meet(conn: psycopg.AsyncConnection[Any]) -> int:
+        pid = await backend_pid(conn)
+        await together.wait()
+        return pid
+
+    async with db.KeptConnection(scratch_database.url, connections=3) as kept:
+        async with asyncio.timeout(10):
+            pids = await asyncio.gather(*(kept.run(meet) for _ in range(3)))
+    assert len(set(pids)) == 3
+
+
+async def test_kept_connections_queue_beyond_their_count_and_reuse_the_warm_one(
+    scratch_database: DatabaseSettings,
+) -> None:
+    running = 0
+    most = 0
+
+    async def counted(conn: psycopg.AsyncConnection[Any]) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await conn.execute("SELECT pg_sleep(0.02)")
+        running -= 1
+        return await backend_pid(conn)
+
+    async with db.KeptConnection(scratch_database.url, connections=2) as kept:
+        pids = await asyncio.gather(*(kept.run(counted) for _ in range(6)))
+        assert most == 2
+        assert len(set(pids)) == 2
+        # One by one, the most recently used connection does all the work.
+        one_by_one = {await kept.run(backend_pid) for _ in range(5)}
+    assert len(one_by_one) == 1
+
+
+async def test_a_kept_connection_that_died_is_replaced_within_the_call(
+    scratch_database: DatabaseSettings,
+) -> None:
+    async with db.KeptConnection(scratch_database.url, connections=2) as kept:
+        first = await kept.run(backend_pid)
+        with psycopg.connect(scratch_database.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+        second = await kept.run(backend_pid)
+    assert second != first
+
+
+async def test_closing_waits_for_running_queries_and_closes_every_connection(
+    scratch_database: DatabaseSettings,
+) -> None:
+    kept = db.KeptConnection(scratch_database.url, connections=2)
+    opened: list[psycopg.AsyncConnection[Any]] = []
+
+    async def slow(conn: psycopg.AsyncConnection[Any]) -> str:
+        opened.append(conn)
+        await conn.execute("SELECT pg_sleep(0.2)")
+        return "done"
+
+    running = [asyncio.create_task(kept.run(slow)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    await kept.aclose()
+    assert [task.result() for task in running] == ["done", "done"]
+    assert len(opened) == 2 and all(conn.closed for conn in opened)
