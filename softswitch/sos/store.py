@@ -151,7 +151,10 @@ outcome AS (
            coalesce(leased.lease_how, 'fallback') AS how,
            coalesce(caller.city_id, %(no_city)s) AS city_label,
            coalesce(caller.panel_id, %(account)s) AS panel,
-           EXISTS (SELECT 1 FROM sos_number n WHERE n.city_id = caller.city_id) AS has_numbers
+           -- Only asked when nothing was leased (no index leads with city_id: a scan).
+           CASE WHEN leased.number IS NOT NULL THEN true
+                ELSE EXISTS (SELECT 1 FROM sos_number n WHERE n.city_id = caller.city_id)
+           END AS has_numbers
     FROM (SELECT) AS one_row
     LEFT JOIN caller ON true
     LEFT JOIN leased ON true
