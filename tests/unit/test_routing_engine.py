@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from routing.engine import RELAYING_DENIED, decide, destination_uri, every_route, uri_host
 from routing.models import CallbackTarget, CallRequest, RouteSpec, compile_mask
 from routing.table import (
+    SORTED_CANDIDATES,
     DigitsMask,
     RouteTable,
     literal_prefix,
@@ -329,6 +330,32 @@ def test_indexed_engine_decides_exactly_like_a_naive_scan(
         fast = decide(request, compiled, MONDAY_NOON, max_chain=4)
         naive = decide(request, compiled, MONDAY_NOON, max_chain=4, candidates=every_route)
         assert fast == naive
+
+
+def test_many_candidates_are_merged_lazily_in_decision_order() -> None:
+    """Beyond SORTED_CANDIDATES a call's candidates are merged, not sorted: same decisions."""
+    specs = [
+        route(f"r{i}", priority=i % 7, match={"callee": r"^7495\d*$", "caller": f"^{i % 3}$"})
+        for i in range(3 * SORTED_CANDIDATES)
+    ]
+    compiled = table(
+        *specs,
+        route(
+            "8 to 7",
+            priority=0,
+            match={"callee": r"^8(\d*)$"},
+            rewrite={"callee": r"7\1"},
+            action="next",
+        ),
+    )
+    assert len(list(compiled.candidates("1", "74951"))) > SORTED_CANDIDATES
+    for caller in ("0", "1", "2", "9"):
+        for callee in ("74951", "84951", "7"):
+            request = call(callee, caller=caller)
+            naive = decide(request, compiled, MONDAY_NOON, candidates=every_route)
+            assert decide(request, compiled, MONDAY_NOON) == naive
+    # "8 to 7" comes after every other priority-0 route (higher id): r8 is the first after it.
+    assert decide(call("84951", caller="2"), compiled, MONDAY_NOON).chain == ["8 to 7", "r8"]
 
 
 def test_callback_to_a_reserved_pool_number_goes_to_the_panel_holding_it() -> None:
