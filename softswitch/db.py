@@ -178,6 +178,8 @@ class KeptConnection:
         connect_timeout_seconds: int = 3,
         what: str = "database",
     ) -> None:
+        if connections < 1:
+            raise ValueError(f"{what}: at least one connection, not {connections}")
         self._conninfo = conninfo
         self._connect_timeout = connect_timeout_seconds
         self._what = what

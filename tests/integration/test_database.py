@@ -199,3 +199,8 @@ async def test_closing_waits_for_running_queries_and_closes_every_connection(
     await kept.aclose()
     assert [task.result() for task in running] == ["done", "done"]
     assert len(opened) == 2 and all(conn.closed for conn in opened)
+
+
+def test_kept_connections_need_at_least_one() -> None:
+    with pytest.raises(ValueError, match="at least one connection"):
+        db.KeptConnection("postgresql://127.0.0.1/x", connections=0)
