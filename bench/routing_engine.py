@@ -133,23 +133,18 @@ def calls_for(dids: list[str], count: int, rng: random.Random) -> list[CallReque
     return calls
 
 
-def measure(table: RouteTable, calls: list[CallRequest], **options: Any) -> list[float]:
-    samples = []
-    for call in calls:
-        started = time.perf_counter_ns()
-        decide(call, table, NOW, **options)
-        samples.append((time.perf_counter_ns() - started) / 1000)
-    return samples
-
-
-def measure_cold(table: RouteTable, calls: list[CallRequest], flush_bytes: int) -> list[float]:
-    """Like :func:`measure`, each decision after the L1/L2 caches were overwritten."""
+def measure(
+    table: RouteTable, calls: list[CallRequest], *, flush_bytes: int = 0, **options: Any
+) -> list[float]:
+    """Microseconds per decision; with ``flush_bytes``, each after the L1/L2 caches were
+    overwritten by writing that many bytes (not timed)."""
     flush, line = bytearray(flush_bytes), b"\x01" * (flush_bytes // 64)
     samples = []
     for call in calls:
-        flush[::64] = line
+        if flush_bytes:
+            flush[::64] = line
         started = time.perf_counter_ns()
-        decide(call, table, NOW)
+        decide(call, table, NOW, **options)
         samples.append((time.perf_counter_ns() - started) / 1000)
     return samples
 
@@ -183,7 +178,7 @@ def main() -> None:
         calls = calls_for(dids, args.calls, rng)
         measure(table, calls[:1000])  # warm RE2 DFAs and caches
         samples = measure(table, calls)
-        cold = measure_cold(table, calls[: args.cold_calls], args.flush_mib * 1024 * 1024)
+        cold = measure(table, calls[: args.cold_calls], flush_bytes=args.flush_mib * 1024 * 1024)
         naive = measure(table, calls[: args.naive_calls], candidates=every_route)
         for call in calls[: args.naive_calls]:
             assert decide(call, table, NOW) == decide(call, table, NOW, candidates=every_route)
