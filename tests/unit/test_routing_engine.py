@@ -333,9 +333,14 @@ def test_indexed_engine_decides_exactly_like_a_naive_scan(
 
 
 def test_many_candidates_are_merged_lazily_in_decision_order() -> None:
-    """Beyond SORTED_CANDIDATES a call's candidates are merged, not sorted: same decisions."""
+    """Beyond SORTED_CANDIDATES a call's candidates are merged, not sorted: same decisions.
+
+    Even routes are indexed by callee prefix, odd ones by caller prefix, with interleaved
+    priorities: taking one index's hits before the other's would decide differently."""
     specs = [
         route(f"r{i}", priority=i % 7, match={"callee": r"^7495\d*$", "caller": f"^{i % 3}$"})
+        if i % 2 == 0
+        else route(f"r{i}", priority=i % 7, match={"caller": f"^{i % 3}$"})
         for i in range(3 * SORTED_CANDIDATES)
     ]
     compiled = table(
@@ -354,8 +359,9 @@ def test_many_candidates_are_merged_lazily_in_decision_order() -> None:
             request = call(callee, caller=caller)
             naive = decide(request, compiled, MONDAY_NOON, candidates=every_route)
             assert decide(request, compiled, MONDAY_NOON) == naive
-    # "8 to 7" comes after every other priority-0 route (higher id): r8 is the first after it.
-    assert decide(call("84951", caller="2"), compiled, MONDAY_NOON).chain == ["8 to 7", "r8"]
+    # The odd priority-0 route of the caller's key (r21 for "0": lower id) beats the chain.
+    assert decide(call("74951", caller="0"), compiled, MONDAY_NOON).route == "r0"
+    assert decide(call("84951", caller="0"), compiled, MONDAY_NOON).route == "r21"
 
 
 def test_callback_to_a_reserved_pool_number_goes_to_the_panel_holding_it() -> None:
