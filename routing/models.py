@@ -36,7 +36,8 @@ RE2_OPTIONS.max_mem = 64 << 20
 _SIP_URI = re.compile(r"^sips?:([^@\s;]+@)?[A-Za-z0-9.\-\[\]:]+(;[^\s]*)?$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _FLAG_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_GROUP_REF = re.compile(r"\\(\d+)|\\g<(\w+)>")
+# A backslash in a rewrite: a group reference \N, \g<N> or \g<name>, or nothing valid.
+_REWRITE_ESCAPE = re.compile(r"\\(?:(\d+)|g<(\w+)>)?")
 
 
 def compile_mask(pattern: str) -> Any:
@@ -48,6 +49,30 @@ def compile_mask(pattern: str) -> Any:
         raise ValueError(f"RE2 cannot compile '{pattern}': {reason}") from None
 
 
+def rewrite_parts(template: str) -> tuple[tuple[str, ...], tuple[int | str, ...]]:
+    """``template``'s literal pieces and the group references between them:
+    ``+7\\1`` -> (('+7', ''), (1,)); names stay names (``\\g<rest>`` -> 'rest').
+
+    A rewrite is literal text and group references, nothing else: a backslash that starts
+    no reference is refused, so a rewrite never means more than it shows.
+    """
+    pieces: list[str] = []
+    groups: list[int | str] = []
+    start = 0
+    for escape in _REWRITE_ESCAPE.finditer(template):
+        number, name = escape.groups()
+        if number is None and name is None:
+            raise ValueError(
+                f"rewrite '{template}': a backslash must start a group reference"
+                " (\\1, \\g<1>, \\g<name>)"
+            )
+        pieces.append(template[start : escape.start()])
+        groups.append(int(number) if number is not None else int(name) if name.isdigit() else name)
+        start = escape.end()
+    pieces.append(template[start:])
+    return tuple(pieces), tuple(groups)
+
+
 def check_rewrite(template: str, mask: str, mask_field: str) -> None:
     """Every \\N or \\g<name> in a rewrite must be a group of the mask it rewrites."""
     if not template:
@@ -55,16 +80,14 @@ def check_rewrite(template: str, mask: str, mask_field: str) -> None:
     compiled = compile_mask(mask) if mask else None
     groups = compiled.groups if compiled else 0
     names = dict(compiled.groupindex) if compiled else {}
-    for number, name in _GROUP_REF.findall(template):
-        if number and int(number) > groups:
+    for group in rewrite_parts(template)[1]:
+        if isinstance(group, str) and group not in names:
+            raise ValueError(f"rewrite '{template}' uses group '{group}' missing in {mask_field}")
+        if isinstance(group, int) and group > groups:
             raise ValueError(
-                f"rewrite '{template}' uses group \\{number} but {mask_field} '{mask}'"
+                f"rewrite '{template}' uses group \\{group} but {mask_field} '{mask}'"
                 f" has {groups} group(s)"
             )
-        if name and not name.isdigit() and name not in names:
-            raise ValueError(f"rewrite '{template}' uses group '{name}' missing in {mask_field}")
-        if name.isdigit() and int(name) > groups:
-            raise ValueError(f"rewrite '{template}' uses group {name} beyond {mask_field}")
 
 
 class _Strict(BaseModel):

@@ -30,7 +30,7 @@ from typing import Any
 
 import re2
 
-from routing.models import RE2_OPTIONS, CallbackTarget, RouteSpec, compile_mask
+from routing.models import RE2_OPTIONS, CallbackTarget, RouteSpec, compile_mask, rewrite_parts
 
 log = logging.getLogger("softswitch.routing.table")
 
@@ -228,6 +228,43 @@ def _mask(pattern: str) -> Mask | None:
 
 
 @dataclass(frozen=True, slots=True)
+class NumberRewrite:
+    """A rewrite template split once into literal pieces and group numbers, filled from the
+    byte spans of RE2's native match.
+
+    The Python wrapper's ``search(...).expand(...)`` splits the template again and maps byte
+    offsets to characters on every call: 6 of the 25 us a ``next`` decision took.
+    """
+
+    native: Any
+    pieces: tuple[str, ...]
+    groups: tuple[int, ...]
+
+    @classmethod
+    def compile(cls, template: str, mask: Mask | None) -> NumberRewrite:
+        """``mask`` None stands for an empty mask: its only group, 0, is empty."""
+        regexp = mask.regexp if mask else ANY
+        pieces, references = rewrite_parts(template)
+        groups = tuple(regexp.groupindex[r] if isinstance(r, str) else r for r in references)
+        return cls(regexp._regexp, pieces, groups)
+
+    def apply(self, number: str) -> str:
+        # Spans are byte offsets; RE2 matches whole UTF-8 characters, so slices decode.
+        data = number.encode()
+        spans = self.native.Match(_UNANCHORED, data, 0, len(data))
+        parts = [self.pieces[0]]
+        for group, piece in zip(self.groups, self.pieces[1:], strict=True):
+            start, end = spans[group]
+            parts.append(data[start:end].decode() if start >= 0 else "")
+            parts.append(piece)
+        return "".join(parts)
+
+
+def _rewrite(template: str, mask: Mask | None) -> NumberRewrite | None:
+    return NumberRewrite.compile(template, mask) if template else None
+
+
+@dataclass(frozen=True, slots=True)
 class CallNumbers:
     """The four matched fields of a call, encoded once for RE2."""
 
@@ -246,6 +283,8 @@ class CompiledRoute:
     caller_host: Mask | None
     callee: Mask | None
     callee_host: Mask | None
+    caller_rewrite: NumberRewrite | None
+    callee_rewrite: NumberRewrite | None
 
     def matches(self, call: CallNumbers, now: datetime) -> bool:
         """Every mask matches and the schedule is open."""
@@ -259,28 +298,26 @@ class CompiledRoute:
 
     def rewrite(self, caller: str, callee: str) -> tuple[str, str]:
         """(caller, callee) after this route's rewrites, with the groups of its masks."""
-        rewrite = self.spec.rewrite
-        if rewrite.caller:
-            caller = (
-                (self.caller.regexp if self.caller else ANY).search(caller).expand(rewrite.caller)
-            )
-        if rewrite.callee:
-            callee = (
-                (self.callee.regexp if self.callee else ANY).search(callee).expand(rewrite.callee)
-            )
+        if self.caller_rewrite is not None:
+            caller = self.caller_rewrite.apply(caller)
+        if self.callee_rewrite is not None:
+            callee = self.callee_rewrite.apply(callee)
         return caller, callee
 
 
 def compile_route(position: int, route_id: int, spec: RouteSpec) -> CompiledRoute:
-    masks = spec.match
+    masks, rewrite = spec.match, spec.rewrite
+    caller, callee = _mask(masks.caller), _mask(masks.callee)
     return CompiledRoute(
         position=position,
         route_id=route_id,
         spec=spec,
-        caller=_mask(masks.caller),
+        caller=caller,
         caller_host=_mask(masks.caller_host),
-        callee=_mask(masks.callee),
+        callee=callee,
         callee_host=_mask(masks.callee_host),
+        caller_rewrite=_rewrite(rewrite.caller, caller),
+        callee_rewrite=_rewrite(rewrite.callee, callee),
     )
 
 

@@ -10,6 +10,8 @@ from routing.models import CallbackTarget, CallRequest, RouteSpec, compile_mask
 from routing.table import (
     SORTED_CANDIDATES,
     DigitsMask,
+    Mask,
+    NumberRewrite,
     RouteTable,
     literal_prefix,
     literal_prefixes,
@@ -60,6 +62,51 @@ def test_rewrite_uses_groups_of_the_matching_mask_and_fills_the_destination() ->
     assert decision.callee == "79161234567"
     assert decision.caller == "+74951110000"
     assert decision.destinations == ["sip:79161234567@gw.example:5060"]
+
+
+@pytest.mark.parametrize(
+    ("mask", "template", "number", "rewritten"),
+    [
+        (r"^8(\d{10})$", r"+7\1", "89161234567", "+79161234567"),
+        (r"^(?P<area>\d{3})(?P<rest>\d+)$", r"7\g<area>-\g<rest>", "4951234", "7495-1234"),
+        (r"^(\d)(\d)", r"\2\1\g<0>", "12345", "2112"),
+        (r"^(00)?(\d+)$", r"[\1]\2", "4951", "[]4951"),  # a group that took no part: empty
+        (r"^ñü(\d+)$", r"€\1ж", "ñü42", "€42ж"),  # UTF-8 on both sides
+        (r"2(3)", r"x\1", "12345", "x3"),  # unanchored: the groups of the first match
+        ("", r"\g<0>sip", "anything", "sip"),  # an empty mask: group 0 is empty
+    ],
+)
+def test_rewrite_expands_groups_by_number_and_name(
+    mask: str, template: str, number: str, rewritten: str
+) -> None:
+    assert NumberRewrite.compile(template, Mask(mask) if mask else None).apply(number) == rewritten
+
+
+@pytest.mark.parametrize(r"template", [r"7\n\1", r"\\1", "7\\", r"\g1", r"\x37\1"])
+def test_a_backslash_that_is_no_group_reference_is_refused(template: str) -> None:
+    with pytest.raises(ValueError, match="a backslash must start a group reference"):
+        route("bad", match={"callee": r"^8(\d+)$"}, rewrite={"callee": template})
+
+
+@given(
+    digits=st.text("0123456789", min_size=1, max_size=15),
+    # No digit right after a reference: the wrapper reads \12 as group 12 (so would we).
+    literals=st.lists(st.text("+*#-abc", max_size=3), min_size=4, max_size=4),
+    references=st.lists(st.sampled_from(["\\1", "\\2", "\\g<0>", "\\g<tail>"]), max_size=3),
+    split=st.integers(0, 15),
+)
+@settings(max_examples=300, deadline=None)
+def test_rewrites_expand_like_re2s_own_expand(
+    digits: str, literals: list[str], references: list[str], split: int
+) -> None:
+    """The precompiled expansion gives what the RE2 wrapper's ``search().expand()`` gives,
+    for templates of literals and references and masks with optional groups."""
+    mask = rf"(\d{{0,{split}}})(9)?(?P<tail>\d*)$"
+    template = literals[0] + "".join(
+        reference + literal for reference, literal in zip(references, literals[1:], strict=False)
+    )
+    expected = compile_mask(mask).search(digits).expand(template)
+    assert NumberRewrite.compile(template, Mask(mask)).apply(digits) == expected
 
 
 def test_all_four_masks_must_match() -> None:
